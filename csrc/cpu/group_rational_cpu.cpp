@@ -1,0 +1,366 @@
+// CPU kernels of the group-rational op: vectorised with ATen's at::vec, threaded with at::parallel_for, fp32 math
+// for float16/bfloat16 (float64 math for float64), deterministic chunked reduction of the coefficient gradients.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <type_traits>
+#include <vector>
+
+#include "../group_rational.h"
+
+namespace kat_backbones {
+namespace {
+
+using at::vec::Vectorized;
+
+// Coefficients of one group in math precision. babs holds |b_j| (index 0 = b1); dnum/dden the derivative
+// coefficients i*a_i and j*|b_j| used by the backward pass.
+template <typename T>
+struct Coeffs {
+  int m = 0, n = 0;
+  T a[kMaxOrder + 1];
+  T babs[kMaxOrder];
+  T da[kMaxOrder + 1];   // da[i] = (i + 1) a_{i+1}, i < m
+  T dbabs[kMaxOrder];    // dbabs[j] = (j + 1) |b_{j+1}|, j < n
+};
+
+template <typename T, typename coef_t>
+Coeffs<T> load_coeffs(const coef_t* num_row, const coef_t* den_row, int m, int n) {
+  Coeffs<T> c;
+  c.m = m;
+  c.n = n;
+  for (int i = 0; i <= m; ++i) c.a[i] = static_cast<T>(num_row[i]);
+  for (int j = 0; j < n; ++j) c.babs[j] = std::abs(static_cast<T>(den_row[j]));
+  for (int i = 0; i < m; ++i) c.da[i] = static_cast<T>(i + 1) * c.a[i + 1];
+  for (int j = 0; j < n; ++j) c.dbabs[j] = static_cast<T>(j + 1) * c.babs[j];
+  return c;
+}
+
+// Order accessors: a compile-time order for the (5, 4) fast path (loops unroll), else the runtime one.
+template <int M_>
+inline int order_m(int m) { return M_ >= 0 ? M_ : m; }
+
+// P(x) and Q(x) for a vector of x (Horner).
+template <int M_, int N_, typename T>
+inline void eval_pq(const Vectorized<T>& x, const Vectorized<T>& ax, const Coeffs<T>& c, Vectorized<T>& p,
+                    Vectorized<T>& q) {
+  const int m = order_m<M_>(c.m), n = order_m<N_>(c.n);
+  p = Vectorized<T>(c.a[m]);
+  for (int i = m - 1; i >= 0; --i) p = at::vec::fmadd(p, x, Vectorized<T>(c.a[i]));
+  if (n == 0) {
+    q = Vectorized<T>(T(1));
+    return;
+  }
+  q = Vectorized<T>(c.babs[n - 1]);
+  for (int j = n - 2; j >= 0; --j) q = at::vec::fmadd(q, ax, Vectorized<T>(c.babs[j]));
+  q = at::vec::fmadd(q, ax, Vectorized<T>(T(1)));
+}
+
+template <int M_, int N_, typename T>
+void forward_span(const T* x, T* y, int64_t len, const Coeffs<T>& c) {
+  using V = Vectorized<T>;
+  int64_t i = 0;
+  for (; i + V::size() <= len; i += V::size()) {
+    const V xv = V::loadu(x + i);
+    V p, q;
+    eval_pq<M_, N_>(xv, xv.abs(), c, p, q);
+    (p / q).store(y + i);
+  }
+  if (i < len) {
+    const int rest = static_cast<int>(len - i);
+    const V xv = V::loadu(x + i, rest);
+    V p, q;
+    eval_pq<M_, N_>(xv, xv.abs(), c, p, q);
+    (p / q).store(y + i, rest);
+  }
+}
+
+// Accumulators of the coefficient gradients: acc[0..m] for a_i (before sign handling), acc[m+1..m+n] for the
+// |b_j| part (multiplied by sign(b_j) after the reduction).
+template <typename T>
+using Acc = std::array<Vectorized<T>, 2 * kMaxOrder + 1>;
+
+template <int M_, int N_, bool kDx, bool kCoef, typename T>
+inline void backward_vec(const Vectorized<T>& g, const Vectorized<T>& x, const Coeffs<T>& c, Vectorized<T>* dx,
+                         Acc<T>& acc) {
+  using V = Vectorized<T>;
+  const int m = order_m<M_>(c.m), n = order_m<N_>(c.n);
+  const V ax = x.abs();
+  V p, q;
+  eval_pq<M_, N_>(x, ax, c, p, q);
+  const V r = g / q;      // g / Q
+  const V f = p / q;      // F
+  if constexpr (kDx) {
+    // dP/dx
+    V dp(m >= 1 ? c.da[m - 1] : T(0));
+    for (int i = m - 2; i >= 0; --i) dp = at::vec::fmadd(dp, x, V(c.da[i]));
+    // d|Q|/d|x|, then Q' = sign(x) * that, sign(0) = +1
+    V dq(n >= 1 ? c.dbabs[n - 1] : T(0));
+    for (int j = n - 2; j >= 0; --j) dq = at::vec::fmadd(dq, ax, V(c.dbabs[j]));
+    const V sgn = V::blendv(V(T(1)), V(T(-1)), x < V(T(0)));
+    *dx = r * (dp - f * (sgn * dq));
+  }
+  if constexpr (kCoef) {
+    V pw = r;  // g x^i / Q
+    acc[0] = acc[0] + pw;
+    for (int i = 1; i <= m; ++i) {
+      pw = pw * x;
+      acc[i] = acc[i] + pw;
+    }
+    V pb = V(T(0)) - r * f;  // -g P / Q^2 |x|^j
+    for (int j = 0; j < n; ++j) {
+      pb = pb * ax;
+      acc[m + 1 + j] = acc[m + 1 + j] + pb;
+    }
+  }
+}
+
+template <int M_, int N_, bool kDx, bool kCoef, typename T>
+void backward_span(const T* g, const T* x, T* dx, int64_t len, const Coeffs<T>& c, Acc<T>& acc) {
+  using V = Vectorized<T>;
+  int64_t i = 0;
+  V d;
+  for (; i + V::size() <= len; i += V::size()) {
+    backward_vec<M_, N_, kDx, kCoef>(V::loadu(g + i), V::loadu(x + i), c, &d, acc);
+    if constexpr (kDx) d.store(dx + i);
+  }
+  if (i < len) {
+    // Tail: unused lanes load g = 0 and x = 0, so they add exactly zero to the accumulators.
+    const int rest = static_cast<int>(len - i);
+    backward_vec<M_, N_, kDx, kCoef>(V::loadu(g + i, rest), V::loadu(x + i, rest), c, &d, acc);
+    if constexpr (kDx) d.store(dx + i, rest);
+  }
+}
+
+// Tile size for converting float16/bfloat16 to fp32 math.
+constexpr int64_t kTile = 256;
+
+template <typename scalar_t>
+using math_t = at::opmath_type<scalar_t>;
+
+// Calls fn(offset_in_x, length) for each contiguous piece of chunk [lo, hi) of group g's virtual index space.
+template <typename Fn>
+inline void for_each_piece(const RationalLayout& l, int64_t g, int64_t lo, int64_t hi, Fn&& fn) {
+  while (lo < hi) {
+    const int64_t o = lo / l.span, off = lo % l.span;
+    const int64_t len = std::min(l.span - off, hi - lo);
+    fn((o * l.groups + g) * l.span + off, len);
+    lo += len;
+  }
+}
+
+// Runs fn on contiguous math-precision pointers: directly for float/double, through fp32 tiles otherwise.
+template <typename scalar_t, bool kWrite, typename Fn>
+inline void with_math_tiles(const scalar_t* a, const scalar_t* b, scalar_t* out, int64_t len, Fn&& fn) {
+  using T = math_t<scalar_t>;
+  if constexpr (std::is_same_v<scalar_t, T>) {
+    fn(a, b, out, len);
+  } else {
+    T ta[kTile], tb[kTile], to[kTile];
+    for (int64_t s = 0; s < len; s += kTile) {
+      const int64_t k = std::min(kTile, len - s);
+      for (int64_t i = 0; i < k; ++i) ta[i] = static_cast<T>(a[s + i]);
+      if (b != nullptr) {
+        for (int64_t i = 0; i < k; ++i) tb[i] = static_cast<T>(b[s + i]);
+      }
+      fn(ta, b != nullptr ? tb : nullptr, to, k);
+      if constexpr (kWrite) {
+        for (int64_t i = 0; i < k; ++i) out[s + i] = static_cast<scalar_t>(to[i]);
+      }
+    }
+  }
+}
+
+template <typename scalar_t, typename coef_t, int M_, int N_>
+void forward_impl(const at::Tensor& x, const at::Tensor& num, const at::Tensor& den, at::Tensor& y,
+                  const RationalLayout& l) {
+  using T = math_t<scalar_t>;
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+  const coef_t* np = num.const_data_ptr<coef_t>();
+  const coef_t* dp = den.const_data_ptr<coef_t>();
+  std::vector<Coeffs<T>> coeffs(l.groups);
+  for (int64_t g = 0; g < l.groups; ++g)
+    coeffs[g] = load_coeffs<T>(np + (l.shared_numerator ? 0 : g * (l.m + 1)), dp + g * l.n, l.m, l.n);
+  const int64_t chunk = reduction_chunk(l);
+  const int64_t per_group = (l.group_numel() + chunk - 1) / chunk;
+  at::parallel_for(0, l.groups * per_group, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t g = item / per_group, c = item % per_group;
+      const int64_t lo = c * chunk, hi = std::min(lo + chunk, l.group_numel());
+      for_each_piece(l, g, lo, hi, [&](int64_t off, int64_t len) {
+        with_math_tiles<scalar_t, true>(xp + off, static_cast<const scalar_t*>(nullptr), yp + off, len,
+                                        [&](const T* a, const T*, T* o, int64_t k) {
+                                          forward_span<M_, N_>(a, o, k, coeffs[g]);
+                                        });
+      });
+    }
+  });
+}
+
+template <typename scalar_t, typename coef_t, int M_, int N_, bool kDx, bool kCoef>
+void backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& num, const at::Tensor& den,
+                   at::Tensor& dx, at::Tensor& dnum, at::Tensor& dden, const RationalLayout& l) {
+  using T = math_t<scalar_t>;
+  using V = Vectorized<T>;
+  const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  scalar_t* dxp = kDx ? dx.mutable_data_ptr<scalar_t>() : nullptr;
+  const coef_t* np = num.const_data_ptr<coef_t>();
+  const coef_t* dp = den.const_data_ptr<coef_t>();
+  std::vector<Coeffs<T>> coeffs(l.groups);
+  for (int64_t g = 0; g < l.groups; ++g)
+    coeffs[g] = load_coeffs<T>(np + (l.shared_numerator ? 0 : g * (l.m + 1)), dp + g * l.n, l.m, l.n);
+
+  const int K = l.m + 1 + l.n;
+  const int64_t chunk = reduction_chunk(l);
+  const int64_t per_group = (l.group_numel() + chunk - 1) / chunk;
+  const int64_t items = l.groups * per_group;
+  // One row of partial sums per chunk (double), combined below in chunk order: deterministic.
+  std::vector<double> partial(kCoef ? items * K : 0);
+
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    Acc<T> acc;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t g = item / per_group, c = item % per_group;
+      const int64_t lo = c * chunk, hi = std::min(lo + chunk, l.group_numel());
+      if constexpr (kCoef) {
+        for (int k = 0; k < K; ++k) acc[k] = V(T(0));
+      }
+      for_each_piece(l, g, lo, hi, [&](int64_t off, int64_t len) {
+        if constexpr (std::is_same_v<scalar_t, T>) {
+          backward_span<M_, N_, kDx, kCoef>(gp + off, xp + off, kDx ? dxp + off : nullptr, len, coeffs[g], acc);
+        } else {
+          T tg[kTile], tx[kTile], td[kTile];
+          for (int64_t s = 0; s < len; s += kTile) {
+            const int64_t k = std::min(kTile, len - s);
+            for (int64_t i = 0; i < k; ++i) tg[i] = static_cast<T>(gp[off + s + i]);
+            for (int64_t i = 0; i < k; ++i) tx[i] = static_cast<T>(xp[off + s + i]);
+            backward_span<M_, N_, kDx, kCoef>(tg, tx, td, k, coeffs[g], acc);
+            if constexpr (kDx) {
+              for (int64_t i = 0; i < k; ++i) dxp[off + s + i] = static_cast<scalar_t>(td[i]);
+            }
+          }
+        }
+      });
+      if constexpr (kCoef) {
+        double* row = partial.data() + item * K;
+        T lanes[V::size()];
+        for (int k = 0; k < K; ++k) {
+          acc[k].store(lanes);
+          double s = 0;
+          for (int v = 0; v < V::size(); ++v) s += static_cast<double>(lanes[v]);
+          row[k] = s;
+        }
+      }
+    }
+  });
+
+  if constexpr (kCoef) {
+    // Second, ordered pass: per group, chunk partials summed in chunk order.
+    std::vector<double> per(l.groups * K, 0.0);
+    for (int64_t g = 0; g < l.groups; ++g)
+      for (int64_t c = 0; c < per_group; ++c)
+        for (int k = 0; k < K; ++k) per[g * K + k] += partial[(g * per_group + c) * K + k];
+    auto na = dnum.accessor<coef_t, 2>();
+    auto nb = dden.accessor<coef_t, 2>();
+    for (int64_t g = 0; g < l.groups; ++g) {
+      for (int i = 0; i <= l.m && !l.shared_numerator; ++i) na[g][i] = static_cast<coef_t>(per[g * K + i]);
+      for (int j = 0; j < l.n; ++j) {
+        const double b = static_cast<double>(dp[g * l.n + j]);
+        nb[g][j] = static_cast<coef_t>((b < 0 ? -1.0 : 1.0) * per[g * K + l.m + 1 + j]);
+      }
+    }
+    if (l.shared_numerator) {
+      // The shared row's gradient: the groups' sums, added in group order in double before rounding.
+      for (int i = 0; i <= l.m; ++i) {
+        double s = 0;
+        for (int64_t g = 0; g < l.groups; ++g) s += per[g * K + i];
+        na[0][i] = static_cast<coef_t>(s);
+      }
+    }
+  }
+}
+
+// Dispatches dtypes and the (5, 4) fast path.
+template <typename Fn>
+void dispatch_orders(const RationalLayout& l, Fn&& fn) {
+  if (l.m == 5 && l.n == 4) {
+    fn(std::integral_constant<int, 5>{}, std::integral_constant<int, 4>{});
+  } else {
+    fn(std::integral_constant<int, -1>{}, std::integral_constant<int, -1>{});
+  }
+}
+
+#define KAT_DISPATCH_COEF(x_type, coef_type, ...)                                     \
+  [&] {                                                                              \
+    if ((coef_type) == at::kFloat && (x_type) != at::kFloat) {                      \
+      using coef_t = float;                                                          \
+      return __VA_ARGS__();                                                          \
+    } else {                                                                         \
+      using coef_t = scalar_t;                                                       \
+      return __VA_ARGS__();                                                          \
+    }                                                                                \
+  }()
+
+}  // namespace
+
+at::Tensor group_rational_fwd_cpu(const at::Tensor& x_in, const at::Tensor& num_in, const at::Tensor& den_in,
+                                  int64_t channel_dim) {
+  const RationalLayout l = check_and_layout(x_in, num_in, den_in, channel_dim);
+  const at::Tensor x = x_in.contiguous(), num = num_in.contiguous(), den = den_in.contiguous();
+  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  if (l.numel == 0) return y;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_rational_fwd_cpu", [&] {
+    KAT_DISPATCH_COEF(x.scalar_type(), num.scalar_type(), [&] {
+      dispatch_orders(l, [&](auto M, auto N) { forward_impl<scalar_t, coef_t, decltype(M)::value, decltype(N)::value>(x, num, den, y, l); });
+    });
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> group_rational_bwd_cpu(const at::Tensor& grad_in, const at::Tensor& x_in,
+                                                                      const at::Tensor& num_in,
+                                                                      const at::Tensor& den_in, int64_t channel_dim,
+                                                                      std::array<bool, 3> mask) {
+  const RationalLayout l = check_and_layout(x_in, num_in, den_in, channel_dim);
+  TORCH_CHECK(grad_in.sizes() == x_in.sizes(), "group_rational_bwd: grad_out must have x's shape ", x_in.sizes(),
+              ", got ", grad_in.sizes());
+  TORCH_CHECK(grad_in.scalar_type() == x_in.scalar_type(), "group_rational_bwd: grad_out must have x's dtype ",
+              x_in.scalar_type(), ", got ", grad_in.scalar_type());
+  const at::Tensor x = x_in.contiguous(), num = num_in.contiguous(), den = den_in.contiguous();
+  const at::Tensor grad = grad_in.contiguous();
+  const bool need_coef = mask[1] || mask[2];
+  at::Tensor dx = mask[0] ? at::empty_like(x, at::MemoryFormat::Contiguous) : at::empty({0}, x.options());
+  at::Tensor dnum = mask[1] ? at::zeros_like(num) : at::empty({0}, num.options());
+  at::Tensor dden = mask[2] ? at::zeros_like(den) : at::empty({0}, den.options());
+  if (l.numel == 0 || !(mask[0] || need_coef)) return {dx, dnum, dden};
+  // The kernel writes both coefficient gradients; scratch tensors stand in for an unrequested one.
+  at::Tensor dnum_buf = mask[1] ? dnum : at::zeros_like(num);
+  at::Tensor dden_buf = mask[2] ? dden : at::zeros_like(den);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_rational_bwd_cpu", [&] {
+    KAT_DISPATCH_COEF(x.scalar_type(), num.scalar_type(), [&] {
+      dispatch_orders(l, [&](auto M, auto N) {
+        if (mask[0] && need_coef)
+          backward_impl<scalar_t, coef_t, decltype(M)::value, decltype(N)::value, true, true>(grad, x, num, den, dx, dnum_buf, dden_buf, l);
+        else if (mask[0])
+          backward_impl<scalar_t, coef_t, decltype(M)::value, decltype(N)::value, true, false>(grad, x, num, den, dx, dnum_buf, dden_buf, l);
+        else
+          backward_impl<scalar_t, coef_t, decltype(M)::value, decltype(N)::value, false, true>(grad, x, num, den, dx, dnum_buf, dden_buf, l);
+      });
+    });
+  });
+  return {dx, dnum, dden};
+}
+
+TORCH_LIBRARY_IMPL(kat_backbones, CPU, m) {
+  m.impl("group_rational_fwd", &group_rational_fwd_cpu);
+  m.impl("group_rational_bwd", &group_rational_bwd_cpu);
+}
+
+}  // namespace kat_backbones

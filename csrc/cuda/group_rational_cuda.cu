@@ -1,0 +1,352 @@
+// CUDA kernels of the group-rational op.
+//
+// Grid: (chunks, G). Block (c, g) handles chunk c of group g's virtual index space (see group_rational.h), so each
+// thread keeps one group's coefficients in registers. 16-byte vector loads/stores where the span and the pointers
+// allow, fp32 math for float16/bfloat16 (float64 for float64), int64 indexing. Coefficient gradients use a
+// deterministic two-stage reduction: every block writes its partial sums (warp shuffles, then warps in order) to a
+// workspace, and a second kernel adds the partials in chunk order. No atomics anywhere.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+
+#include "../group_rational.h"
+
+namespace kat_backbones {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxK = 2 * kMaxOrder + 1;  // m + 1 + n at most
+
+template <typename T, int VEC>
+struct alignas(sizeof(T) * VEC) Pack {
+  T v[VEC];
+};
+
+template <typename T>
+__device__ __forceinline__ T absv(T v) {
+  return v < T(0) ? -v : v;
+}
+
+// Coefficients of one group in registers: c[0..m] = a_i, c[m+1..m+n] = |b_j|.
+template <int M_, int N_, typename T>
+struct GroupCoeffs {
+  static constexpr int kK = (M_ >= 0 && N_ >= 0) ? M_ + 1 + N_ : kMaxK;
+  T c[kK];
+  int m, n;
+  __device__ __forceinline__ GroupCoeffs(const T* __restrict__ packed, int64_t g, int m_rt, int n_rt) {
+    m = M_ >= 0 ? M_ : m_rt;
+    n = N_ >= 0 ? N_ : n_rt;
+    const int K = m + 1 + n;
+#pragma unroll
+    for (int k = 0; k < kK; ++k) c[k] = k < K ? packed[g * K + k] : T(0);
+  }
+  __device__ __forceinline__ void pq(T x, T ax, T& p, T& q) const {
+    p = c[m];
+#pragma unroll
+    for (int i = kK - 1; i >= 0; --i)
+      if (i < m) p = fma(p, x, c[i]);
+    if (n == 0) {
+      q = T(1);
+      return;
+    }
+    q = c[m + n];
+#pragma unroll
+    for (int j = kK - 1; j >= 0; --j)
+      if (j < n - 1) q = fma(q, ax, c[m + 1 + j]);
+    q = fma(q, ax, T(1));
+  }
+};
+
+__device__ __forceinline__ int64_t piece_offset(int64_t v, int64_t span, int64_t groups, int64_t g) {
+  return ((v / span) * groups + g) * span + v % span;
+}
+
+template <typename scalar_t, int VEC, int M_, int N_>
+__global__ void __launch_bounds__(kThreads) group_rational_fwd_kernel(
+    const scalar_t* __restrict__ x, scalar_t* __restrict__ y, const at::opmath_type<scalar_t>* __restrict__ packed,
+    int64_t span, int64_t groups, int64_t group_numel, int64_t chunk, int m, int n) {
+  using T = at::opmath_type<scalar_t>;
+  using P = Pack<scalar_t, VEC>;
+  const int64_t g = blockIdx.y;
+  const GroupCoeffs<M_, N_, T> cf(packed, g, m, n);
+  const int64_t lo = static_cast<int64_t>(blockIdx.x) * chunk;
+  const int64_t hi = ::min(lo + chunk, group_numel);
+  for (int64_t v = lo + static_cast<int64_t>(threadIdx.x) * VEC; v < hi; v += static_cast<int64_t>(kThreads) * VEC) {
+    const int64_t off = piece_offset(v, span, groups, g);
+    const P in = *reinterpret_cast<const P*>(x + off);
+    P out;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const T xv = static_cast<T>(in.v[k]);
+      T p, q;
+      cf.pq(xv, absv(xv), p, q);
+      out.v[k] = static_cast<scalar_t>(p / q);
+    }
+    *reinterpret_cast<P*>(y + off) = out;
+  }
+}
+
+template <typename scalar_t, int VEC, int M_, int N_, bool kDx, bool kCoef>
+__global__ void __launch_bounds__(kThreads) group_rational_bwd_kernel(
+    const scalar_t* __restrict__ grad, const scalar_t* __restrict__ x, scalar_t* __restrict__ dx,
+    const at::opmath_type<scalar_t>* __restrict__ packed, at::opmath_type<scalar_t>* __restrict__ partial,
+    int64_t span, int64_t groups, int64_t group_numel, int64_t chunk, int m, int n) {
+  using T = at::opmath_type<scalar_t>;
+  using P = Pack<scalar_t, VEC>;
+  constexpr int kK = GroupCoeffs<M_, N_, T>::kK;
+  const int64_t g = blockIdx.y;
+  const GroupCoeffs<M_, N_, T> cf(packed, g, m, n);
+  const int M = cf.m, N = cf.n, K = M + 1 + N;
+  T acc[kK];
+#pragma unroll
+  for (int k = 0; k < kK; ++k) acc[k] = T(0);
+
+  const int64_t lo = static_cast<int64_t>(blockIdx.x) * chunk;
+  const int64_t hi = ::min(lo + chunk, group_numel);
+  for (int64_t v = lo + static_cast<int64_t>(threadIdx.x) * VEC; v < hi; v += static_cast<int64_t>(kThreads) * VEC) {
+    const int64_t off = piece_offset(v, span, groups, g);
+    const P gin = *reinterpret_cast<const P*>(grad + off);
+    const P xin = *reinterpret_cast<const P*>(x + off);
+    P dout;
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) {
+      const T xv = static_cast<T>(xin.v[e]);
+      const T ax = absv(xv);
+      T p, q;
+      cf.pq(xv, ax, p, q);
+      const T r = static_cast<T>(gin.v[e]) / q;
+      const T f = p / q;
+      if constexpr (kDx) {
+        T dp = T(0), dq = T(0);
+#pragma unroll
+        for (int i = kK - 1; i >= 1; --i)
+          if (i <= M) dp = fma(dp, xv, static_cast<T>(i) * cf.c[i]);
+#pragma unroll
+        for (int j = kK - 1; j >= 1; --j)
+          if (j <= N) dq = fma(dq, ax, static_cast<T>(j) * cf.c[M + j]);
+        const T sgn = xv < T(0) ? T(-1) : T(1);
+        dout.v[e] = static_cast<scalar_t>(r * (dp - f * sgn * dq));
+      }
+      if constexpr (kCoef) {
+        T pw = r;
+#pragma unroll
+        for (int i = 0; i < kK; ++i) {
+          if (i <= M) acc[i] += pw;
+          pw *= xv;
+        }
+        T pb = -r * f;
+#pragma unroll
+        for (int j = 0; j < kK; ++j) {
+          pb *= ax;
+          if (j < N) acc[M + 1 + j] += pb;
+        }
+      }
+    }
+    if constexpr (kDx) *reinterpret_cast<P*>(dx + off) = dout;
+  }
+
+  if constexpr (kCoef) {
+    // Stage 1: block partials. Warp shuffles, then the warps' sums in warp order: fixed, deterministic.
+    __shared__ T warp_sums[kWarps][kMaxK];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+    for (int k = 0; k < kK; ++k) {
+      T s = acc[k];
+#pragma unroll
+      for (int o = 16; o > 0; o /= 2) s += __shfl_down_sync(0xffffffffu, s, o);
+      if (lane == 0 && k < K) warp_sums[warp][k] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x < K) {
+      T s = T(0);
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) s += warp_sums[w][threadIdx.x];
+      partial[(g * gridDim.x + blockIdx.x) * K + threadIdx.x] = s;
+    }
+  }
+}
+
+// Stage 2: one thread per output coefficient adds the chunk partials in chunk (and group) order, in double.
+template <typename T, typename coef_t>
+__global__ void group_rational_coef_reduce_kernel(const T* __restrict__ partial, const coef_t* __restrict__ den,
+                                                  coef_t* __restrict__ dnum, coef_t* __restrict__ dden,
+                                                  int64_t groups, int64_t chunks, int m, int n, bool shared) {
+  const int K = m + 1 + n;
+  const int64_t num_rows = shared ? 1 : groups;
+  const int64_t n_num = num_rows * (m + 1), total = n_num + groups * n;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    double s = 0.0;
+    if (t < n_num) {
+      const int64_t row = t / (m + 1), i = t % (m + 1);
+      const int64_t g0 = shared ? 0 : row, g1 = shared ? groups : row + 1;
+      for (int64_t g = g0; g < g1; ++g)
+        for (int64_t c = 0; c < chunks; ++c) s += static_cast<double>(partial[(g * chunks + c) * K + i]);
+      dnum[t] = static_cast<coef_t>(s);
+    } else {
+      const int64_t u = t - n_num, g = u / n, j = u % n;
+      for (int64_t c = 0; c < chunks; ++c) s += static_cast<double>(partial[(g * chunks + c) * K + m + 1 + j]);
+      const double b = static_cast<double>(den[g * n + j]);
+      dden[u] = static_cast<coef_t>(b < 0 ? -s : s);
+    }
+  }
+}
+
+// Coefficients packed per group in math precision: [a_0..a_m, |b_1|..|b_n|], shape (G, m + 1 + n).
+at::Tensor pack_coeffs(const at::Tensor& num, const at::Tensor& den, const RationalLayout& l, at::ScalarType math) {
+  const at::Tensor rows = num.expand({l.groups, l.m + 1});
+  return at::cat({rows, den.abs()}, 1).to(math).contiguous();
+}
+
+template <typename scalar_t>
+int vec_width(const RationalLayout& l, std::initializer_list<const void*> ptrs) {
+  constexpr int kVec = 16 / sizeof(scalar_t);
+  if (l.span % kVec != 0) return 1;
+  for (const void* p : ptrs)
+    if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 != 0) return 1;
+  return kVec;
+}
+
+template <typename Fn>
+void dispatch_orders(const RationalLayout& l, Fn&& fn) {
+  if (l.m == 5 && l.n == 4)
+    fn(std::integral_constant<int, 5>{}, std::integral_constant<int, 4>{});
+  else
+    fn(std::integral_constant<int, -1>{}, std::integral_constant<int, -1>{});
+}
+
+template <typename Fn>
+void dispatch_vec(int vec, Fn&& fn) {
+  switch (vec) {
+    case 8: fn(std::integral_constant<int, 8>{}); break;
+    case 4: fn(std::integral_constant<int, 4>{}); break;
+    case 2: fn(std::integral_constant<int, 2>{}); break;
+    default: fn(std::integral_constant<int, 1>{}); break;
+  }
+}
+
+dim3 grid_for(const RationalLayout& l, int64_t chunk) {
+  TORCH_CHECK(l.groups <= 65535, "group_rational (CUDA): at most 65535 groups are supported, got ", l.groups);
+  const int64_t chunks = (l.group_numel() + chunk - 1) / chunk;
+  TORCH_CHECK(chunks <= INT32_MAX, "group_rational (CUDA): tensor too large");
+  return dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(l.groups));
+}
+
+at::Tensor group_rational_fwd_cuda(const at::Tensor& x_in, const at::Tensor& num_in, const at::Tensor& den_in,
+                                   int64_t channel_dim) {
+  const RationalLayout l = check_and_layout(x_in, num_in, den_in, channel_dim);
+  const at::cuda::OptionalCUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+  if (l.numel == 0) return y;
+  const int64_t chunk = reduction_chunk(l);
+  const dim3 grid = grid_for(l, chunk);
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_rational_fwd_cuda", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const at::Tensor packed = pack_coeffs(num_in, den_in, l, c10::CppTypeToScalarType<T>::value);
+    const int vec = vec_width<scalar_t>(l, {x.const_data_ptr(), y.const_data_ptr()});
+    dispatch_orders(l, [&](auto M, auto N) {
+      dispatch_vec(vec, [&](auto V) {
+        if constexpr (decltype(V)::value * sizeof(scalar_t) <= 16) {
+          group_rational_fwd_kernel<scalar_t, decltype(V)::value, decltype(M)::value, decltype(N)::value>
+              <<<grid, kThreads, 0, stream>>>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+                                              packed.const_data_ptr<T>(), l.span, l.groups, l.group_numel(), chunk,
+                                              l.m, l.n);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
+      });
+    });
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> group_rational_bwd_cuda(const at::Tensor& grad_in,
+                                                                       const at::Tensor& x_in,
+                                                                       const at::Tensor& num_in,
+                                                                       const at::Tensor& den_in, int64_t channel_dim,
+                                                                       std::array<bool, 3> mask) {
+  const RationalLayout l = check_and_layout(x_in, num_in, den_in, channel_dim);
+  TORCH_CHECK(grad_in.sizes() == x_in.sizes(), "group_rational_bwd: grad_out must have x's shape ", x_in.sizes(),
+              ", got ", grad_in.sizes());
+  TORCH_CHECK(grad_in.scalar_type() == x_in.scalar_type(), "group_rational_bwd: grad_out must have x's dtype ",
+              x_in.scalar_type(), ", got ", grad_in.scalar_type());
+  const at::cuda::OptionalCUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), grad = grad_in.contiguous();
+  const at::Tensor num = num_in.contiguous(), den = den_in.contiguous();
+  const bool need_coef = mask[1] || mask[2];
+  at::Tensor dx = mask[0] ? at::empty_like(x, at::MemoryFormat::Contiguous) : at::empty({0}, x.options());
+  at::Tensor dnum = mask[1] ? at::zeros_like(num) : at::empty({0}, num.options());
+  at::Tensor dden = mask[2] ? at::zeros_like(den) : at::empty({0}, den.options());
+  if (l.numel == 0 || !(mask[0] || need_coef)) return {dx, dnum, dden};
+  at::Tensor dnum_buf = mask[1] ? dnum : at::zeros_like(num);
+  at::Tensor dden_buf = mask[2] ? dden : at::zeros_like(den);
+
+  const int64_t chunk = reduction_chunk(l);
+  const dim3 grid = grid_for(l, chunk);
+  const int K = l.m + 1 + l.n;
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_rational_bwd_cuda", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const at::ScalarType math = c10::CppTypeToScalarType<T>::value;
+    const at::Tensor packed = pack_coeffs(num, den, l, math);
+    at::Tensor partial = need_coef ? at::empty({static_cast<int64_t>(grid.x) * grid.y * K}, x.options().dtype(math))
+                                   : at::empty({0}, x.options().dtype(math));
+    const int vec = vec_width<scalar_t>(l, {x.const_data_ptr(), grad.const_data_ptr(),
+                                            mask[0] ? dx.const_data_ptr() : nullptr});
+    dispatch_orders(l, [&](auto M, auto N) {
+      dispatch_vec(vec, [&](auto V) {
+        constexpr int kV = decltype(V)::value, kM = decltype(M)::value, kN = decltype(N)::value;
+        if constexpr (kV * sizeof(scalar_t) <= 16) {
+          auto launch = [&](auto kernel) {
+            kernel<<<grid, kThreads, 0, stream>>>(grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                                  mask[0] ? dx.mutable_data_ptr<scalar_t>() : nullptr,
+                                                  packed.const_data_ptr<T>(),
+                                                  need_coef ? partial.mutable_data_ptr<T>() : nullptr, l.span,
+                                                  l.groups, l.group_numel(), chunk, l.m, l.n);
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          };
+          if (mask[0] && need_coef)
+            launch(group_rational_bwd_kernel<scalar_t, kV, kM, kN, true, true>);
+          else if (mask[0])
+            launch(group_rational_bwd_kernel<scalar_t, kV, kM, kN, true, false>);
+          else
+            launch(group_rational_bwd_kernel<scalar_t, kV, kM, kN, false, true>);
+        }
+      });
+    });
+    if (need_coef) {
+      const int64_t total = (l.shared_numerator ? 1 : l.groups) * (l.m + 1) + l.groups * l.n;
+      const int threads = 128;
+      const int blocks = static_cast<int>(std::min<int64_t>((total + threads - 1) / threads, 1024));
+      auto reduce = [&](auto coef_tag) {
+        using coef_t = decltype(coef_tag);
+        group_rational_coef_reduce_kernel<T, coef_t><<<blocks, threads, 0, stream>>>(
+            partial.const_data_ptr<T>(), den.const_data_ptr<coef_t>(), dnum_buf.mutable_data_ptr<coef_t>(),
+            dden_buf.mutable_data_ptr<coef_t>(), l.groups, grid.x, l.m, l.n, l.shared_numerator);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      };
+      if (num.scalar_type() == x.scalar_type())
+        reduce(scalar_t{});
+      else
+        reduce(float{});
+    }
+  });
+  return {dx, dnum, dden};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(kat_backbones, CUDA, m) {
+  m.impl("group_rational_fwd", &group_rational_fwd_cuda);
+  m.impl("group_rational_bwd", &group_rational_bwd_cuda);
+}
+
+}  // namespace kat_backbones
