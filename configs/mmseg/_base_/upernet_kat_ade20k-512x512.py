@@ -1,0 +1,79 @@
+# UperNet + KAT (ViTDet-style plain backbone) on ADE20K 512x512, 160k iterations, MAE fine-tuning recipe.
+#
+# Everything not set here comes from mmseg's own bases (model: upernet_mae.py, i.e. Feature2Pyramid + UPerHead +
+# auxiliary FCNHead; data: ade20k.py; runtime; 160k schedule). The variant configs (kat_{t,s,b}_upernet.py,
+# vit_{t,s,b}_upernet.py) only set the backbone size/MLP type and the matching head widths.
+#
+# Data (see docs/segmentation.md): ADEChallengeData2016 unpacked under data/ade/:
+#   data/ade/ADEChallengeData2016/images/{training,validation}/*.jpg
+#   data/ade/ADEChallengeData2016/annotations/{training,validation}/*.png   (0 = other -> ignored, 1..150 = classes)
+#
+# Batch: 16 = 8 GPUs x 2 images (train_dataloader.batch_size is per GPU). On CPU, tools/train.py turns
+# AmpOptimWrapper into OptimWrapper and SyncBN into BN.
+_base_ = [
+    'mmseg::_base_/models/upernet_mae.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_160k.py',
+]
+custom_imports = dict(imports=['kat_backbones'], allow_failed_imports=False)
+
+crop_size = (512, 512)
+embed_dim = 768  # KAT-B; the tiny/small variants set the neck and head widths to 192/384 themselves
+norm_cfg = dict(type='SyncBN', requires_grad=True)
+data_preprocessor = dict(size=crop_size)
+
+model = dict(
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='kat_backbones.KATBackbone',
+        arch='base',
+        img_size=crop_size,
+        patch_size=16,
+        window_size=14,
+        global_blocks=(2, 5, 8, 11),  # global attention; window attention (14x14) in the other blocks
+        out_indices=(3, 5, 7, 11),  # MAE/BEiT-style taps: four stride-16 maps
+        mlp_type='kan',  # 'mlp' = the ViT baseline
+        kan_cfg=dict(num_groups=8, act_init='swish', kan_init='variance_preserving'),
+        drop_path_rate=0.1,
+        use_rel_pos=True,
+        pretrain_img_size=224,
+        final_norm=False,
+        with_cp=False,
+        init_cfg=None),
+    # four stride-16 maps -> strides 4, 8, 16, 32 (deconv x2 / deconv / identity / max-pool)
+    neck=dict(type='Feature2Pyramid', embed_dim=embed_dim, rescales=[4, 2, 1, 0.5], norm_cfg=norm_cfg),
+    decode_head=dict(
+        in_channels=[embed_dim] * 4,
+        in_index=[0, 1, 2, 3],
+        pool_scales=(1, 2, 3, 6),
+        channels=512,
+        num_classes=150,
+        norm_cfg=norm_cfg),
+    # auxiliary FCN head on the 3rd pyramid level (stride 16), loss weight 0.4
+    auxiliary_head=dict(in_channels=embed_dim, in_index=2, num_classes=150, norm_cfg=norm_cfg),
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
+
+# MAE recipe: AdamW lr 1e-4, wd 0.05, layer-wise lr decay 0.65 over the 12 blocks, mixed precision.
+optim_wrapper = dict(
+    _delete_=True,
+    type='AmpOptimWrapper',
+    loss_scale='dynamic',
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    constructor='kat_backbones.LayerDecayOptimizerConstructor',
+    paramwise_cfg=dict(num_layers=12, layer_decay_rate=0.65))
+
+# 1500-iteration linear warm-up, then poly (power 1) decay to 0 at 160k.
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=160000, val_interval=16000)
+
+# 8 GPUs x 2 images = 16 per iteration
+train_dataloader = dict(batch_size=2)
+val_dataloader = dict(batch_size=1)
+test_dataloader = val_dataloader
+auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,0 +1,3 @@
+# ViT-T baseline for kat_t_upernet.py: the same backbone with plain MLPs (Linear-GELU-Linear) instead of GR-KAN.
+_base_ = './kat_t_upernet.py'
+model = dict(backbone=dict(mlp_type='mlp'))
