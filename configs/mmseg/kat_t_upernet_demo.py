@@ -5,7 +5,7 @@
 #
 # Same pipeline/dataset class as the full recipe (ADE20KDataset, reduce_zero_label); the dataset is restricted to the
 # five ADE classes the demo images contain (kat_backbones.demo_data.ade.DEMO_CLASSES), so mmseg remaps the ADE ids
-# 1..5 to 0..4 and IoUMetric reports those five. Plain OptimWrapper (no AMP), BN instead of SyncBN, no pretraining.
+# 1..5 to 0..4 and IoUMetric reports those five. Plain OptimWrapper (no AMP), BN instead of SyncBN, trained from scratch.
 _base_ = './kat_t_upernet.py'
 
 data_root = 'data/ade/ADEChallengeData2016'
@@ -16,7 +16,7 @@ norm_cfg = dict(type='BN', requires_grad=True)
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(img_size=crop_size, drop_path_rate=0.0),
+    backbone=dict(img_size=crop_size, drop_path_rate=0.0, init_cfg=None),  # from scratch
     neck=dict(norm_cfg=norm_cfg),
     decode_head=dict(channels=64, num_classes=num_classes, norm_cfg=norm_cfg),
     auxiliary_head=dict(channels=32, num_classes=num_classes, norm_cfg=norm_cfg),

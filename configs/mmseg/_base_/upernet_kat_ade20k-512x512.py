@@ -42,7 +42,8 @@ model = dict(
         pretrain_img_size=224,
         final_norm=False,
         with_cp=False,
-        init_cfg=None),
+        # ImageNet-1k weights in timm format (see docs/segmentation.md: a .pth/.safetensors file or 'timm:NAME')
+        init_cfg=dict(type='Pretrained', checkpoint='pretrain/kat_base_swish_patch16_224.pth')),
     # four stride-16 maps -> strides 4, 8, 16, 32 (deconv x2 / deconv / identity / max-pool)
     neck=dict(type='Feature2Pyramid', embed_dim=embed_dim, rescales=[4, 2, 1, 0.5], norm_cfg=norm_cfg),
     decode_head=dict(
