@@ -4,7 +4,13 @@
 timm's registry.
 """
 
+from importlib.util import find_spec as _find_spec
+
 from . import ops
+
+# OpenMMLab glue (kat_backbones.KATBackbone, SimpleFPN, LN2d, LayerDecayOptimizerConstructor) when mmengine + mmcv exist
+if _find_spec("mmengine") is not None and _find_spec("mmcv") is not None:
+    from . import mm  # noqa: F401
 
 __version__ = "0.1.0"
 

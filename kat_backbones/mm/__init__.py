@@ -1,0 +1,23 @@
+"""OpenMMLab glue, registered in the ``kat_backbones`` registry scope (see :mod:`kat_backbones.mm.registry`).
+
+Imported by ``import kat_backbones`` when mmengine is installed; configs name the modules with the scope prefix:
+``kat_backbones.KATBackbone``, ``kat_backbones.SimpleFPN``, ``kat_backbones.LN2d`` and
+``kat_backbones.LayerDecayOptimizerConstructor``.
+"""
+
+from . import registry
+from .backbone import KATBackbone
+from .config_utils import convert_cfg_for_cpu
+from .layer_decay import LayerDecayOptimizerConstructor, get_layer_id
+from .ln2d import LN2d
+from .simple_fpn import SimpleFPN
+
+__all__ = [
+    "registry",
+    "KATBackbone",
+    "SimpleFPN",
+    "LN2d",
+    "LayerDecayOptimizerConstructor",
+    "get_layer_id",
+    "convert_cfg_for_cpu",
+]

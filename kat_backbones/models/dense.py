@@ -1,0 +1,405 @@
+"""KAT (and its plain-ViT baseline) as a ViTDet-style dense-prediction backbone.
+
+Pure PyTorch + timm; the OpenMMLab registration lives in :mod:`kat_backbones.mm`.
+
+The backbone is a plain, non-hierarchical transformer (ViTDet, Li et al. 2022): tokens stay a (B, H, W, C) grid, all
+blocks use window attention (window 14) except a few global ones (2, 5, 8, 11), attention carries decomposed relative
+position biases (zero-initialised), and the absolute position embedding is kept at the 224 pre-training grid (with
+its cls slot, so timm ImageNet checkpoints load unchanged) and bicubic-interpolated to the feature grid on the fly.
+The transformer MLP is the GR-KAN layer (``mlp_type='kan'``) or timm's GELU ``Mlp`` (``mlp_type='mlp'``, the ViT
+baseline). Block internals are timm's :class:`timm.models.vision_transformer_sam.Block`, so parameter names follow
+timm's ViT (``blocks.N.norm1``, ``blocks.N.attn.qkv``, ``blocks.N.mlp.fc1`` ...) and timm KAT/ViT checkpoints load
+with only the cls token/head dropped (:func:`checkpoint_filter_fn`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from functools import partial
+from typing import Any, Literal, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from timm.layers import Mlp, PatchEmbed, resample_abs_pos_embed, resample_patch_embed, trunc_normal_
+from timm.models.vision_transformer_sam import Block
+
+__all__ = ["ARCH_SETTINGS", "KATDense", "checkpoint_filter_fn", "load_checkpoint_file"]
+
+_logger = logging.getLogger(__name__)
+
+#: Width / depth / heads of the presets (timm's ViT-Ti/S/B, KAT-T/S/B).
+ARCH_SETTINGS: dict[str, dict[str, int]] = {
+    "tiny": dict(embed_dims=192, depth=12, num_heads=3),
+    "small": dict(embed_dims=384, depth=12, num_heads=6),
+    "base": dict(embed_dims=768, depth=12, num_heads=12),
+}
+
+#: GR-KAN defaults of the released KAT models (SPEC §2).
+DEFAULT_KAN_CFG: dict[str, Any] = dict(
+    num_groups=8, act_init="swish", kan_init="variance_preserving", rational_order=(5, 4), shared_numerator=True
+)
+
+# Keys of a timm classification checkpoint that a dense backbone has no use for.
+_DROP_PREFIXES = ("head.", "head_dist.", "fc_norm.", "pre_logits.", "attn_pool.", "norm_pre.")
+_DROP_KEYS = ("cls_token", "reg_token", "dist_token", "mask_token")
+
+
+def _to_2tuple(x: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(x, int):
+        return (x, x)
+    x = tuple(int(v) for v in x)
+    if len(x) != 2:
+        raise ValueError(f"expected an int or a pair, got {x}")
+    return x  # type: ignore[return-value]
+
+
+def _make_mlp_layer(mlp_type: str, kan_cfg: Mapping[str, Any] | None):
+    """Factory with timm's ``mlp_layer(in_features, hidden_features, act_layer, drop, **dd)`` call signature."""
+    if mlp_type == "mlp":
+
+        def build_mlp(in_features: int, hidden_features: int, act_layer=nn.GELU, drop: float = 0.0, **dd) -> nn.Module:
+            return Mlp(in_features, hidden_features, act_layer=nn.GELU, drop=drop, **dd)
+
+        return build_mlp
+    if mlp_type == "kan":
+        from kat_backbones.layers import KAN
+
+        cfg = {**DEFAULT_KAN_CFG, **(kan_cfg or {})}
+
+        def build_kan(in_features: int, hidden_features: int, act_layer=None, drop: float = 0.0, **dd) -> nn.Module:
+            # GR-KAN's activations are its rationals (``act_init``); timm's act_layer/device/dtype are not used.
+            return KAN(in_features, hidden_features, drop=drop, **cfg)
+
+        return build_kan
+    raise ValueError(f"mlp_type must be 'kan' or 'mlp', got {mlp_type!r}")
+
+
+def _split_prefix_tokens(pos_embed: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, tuple[int, int]]:
+    """Split a (1, P + H*W, C) or (1, H, W, C) position embedding into (prefix, grid (1, H*W, C), (H, W))."""
+    if pos_embed.ndim == 4:  # SAM / ViTDet layout (1, H, W, C), no prefix tokens
+        h, w = pos_embed.shape[1:3]
+        return None, pos_embed.reshape(1, h * w, -1), (h, w)
+    if pos_embed.ndim == 2:
+        pos_embed = pos_embed[None]
+    n = pos_embed.shape[1]
+    for num_prefix in (1, 0, 2):  # cls (timm ViT/KAT), none, cls + dist (DeiT distilled)
+        side = math.isqrt(n - num_prefix)
+        if side * side == n - num_prefix:
+            prefix = pos_embed[:, :num_prefix] if num_prefix else None
+            return prefix, pos_embed[:, num_prefix:], (side, side)
+    raise ValueError(f"cannot infer the grid of a position embedding with {n} tokens")
+
+
+def _resize_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
+    """Linearly resample a (L, head_dim) relative-position table to (length, head_dim)."""
+    if rel_pos.shape[0] == length:
+        return rel_pos
+    out = F.interpolate(rel_pos.float().t()[None], size=length, mode="linear", align_corners=False)
+    return out[0].t().to(rel_pos.dtype)
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a timm / OpenMMLab checkpoint file into a flat state dict.
+
+    ``.safetensors`` files are read with safetensors; everything else with ``torch.load(weights_only=True)``. A
+    ``timm:NAME`` path builds ``timm.create_model(NAME, pretrained=True)`` and takes its weights (downloaded by timm,
+    so it needs the hub and a model whose pretrained config has weights).
+
+    Args:
+        path (str | os.PathLike): File path or ``timm:NAME``.
+
+    Returns:
+        dict[str, torch.Tensor]: The state dict, unwrapped from ``state_dict`` / ``model`` / ``module`` entries.
+    """
+    path = str(path)
+    if path.startswith("timm:"):
+        import timm
+
+        import kat_backbones  # noqa: F401  (registers the KAT models in timm)
+
+        name = path[len("timm:") :]
+        model = timm.create_model(name, pretrained=False)
+        cfg = model.pretrained_cfg or {}
+        if not any(cfg.get(k) for k in ("url", "hf_hub_id", "file", "state_dict")):
+            raise RuntimeError(f"timm model {name!r} has no pretrained weights to load (pretrained_cfg={cfg})")
+        model = timm.create_model(name, pretrained=True)
+        return model.state_dict()
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(path, device="cpu")
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "module"):
+        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
+            state = state[key]
+            break
+    return dict(state)
+
+
+class KATDense(nn.Module):
+    """KAT / ViT backbone for dense prediction (ViTDet-style, plain, single scale).
+
+    Args:
+        arch (str | dict): ``'tiny'``, ``'small'``, ``'base'`` (192/12/3, 384/12/6, 768/12/12) or a dict with
+            ``embed_dims``, ``depth`` and ``num_heads``. Defaults to ``'tiny'``.
+        img_size (int | tuple[int, int]): Training input size; sets the size of the global blocks' relative-position
+            tables (inputs of other sizes work, the tables are interpolated). Defaults to 1024.
+        patch_size (int): Patch size. Defaults to 16.
+        in_channels (int): Input channels. Defaults to 3.
+        window_size (int): Window of the local-attention blocks; 0 makes every block global. Defaults to 14.
+        global_blocks (Sequence[int]): Blocks with global attention. Defaults to ``(2, 5, 8, 11)``.
+        out_indices (Sequence[int]): Blocks whose outputs are returned (negative indices count from the end).
+            Defaults to ``(11,)``.
+        mlp_type (str): ``'kan'`` (GR-KAN, the KAT) or ``'mlp'`` (timm's GELU Mlp, the ViT baseline).
+            Defaults to ``'kan'``.
+        kan_cfg (dict, optional): Extra arguments of :class:`kat_backbones.layers.KAN`, merged over
+            ``dict(num_groups=8, act_init='swish', kan_init='variance_preserving', rational_order=(5, 4),
+            shared_numerator=True)``. Defaults to None.
+        mlp_ratio (float): Hidden width of the MLP relative to ``embed_dims``. Defaults to 4.0.
+        qkv_bias (bool): Bias of the qkv projection. Defaults to True.
+        drop_path_rate (float): Stochastic depth, linear from 0 to this value over the blocks. Defaults to 0.1.
+        use_rel_pos (bool): Decomposed relative-position bias in attention. Defaults to True.
+        pretrain_img_size (int | tuple[int, int]): Image size of the pre-training checkpoint; the stored absolute
+            position embedding has ``(pretrain_img_size // patch_size) ** 2`` grid tokens plus a cls slot.
+            Defaults to 224.
+        final_norm (bool): Apply a final LayerNorm (``norm``) to the output of the last block. Defaults to False.
+        with_cp (bool): Activation checkpointing of every block while training (saves memory, costs one more
+            forward). Defaults to False.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH, prefix=None)`` loads a timm-format KAT
+            or ViT checkpoint (``.pth``/``.safetensors``/``timm:NAME``) in :meth:`init_weights`. Defaults to None.
+    """
+
+    def __init__(
+        self,
+        arch: str | Mapping[str, int] = "tiny",
+        img_size: int | Sequence[int] = 1024,
+        patch_size: int = 16,
+        in_channels: int = 3,
+        window_size: int = 14,
+        global_blocks: Sequence[int] = (2, 5, 8, 11),
+        out_indices: int | Sequence[int] = (11,),
+        mlp_type: Literal["kan", "mlp"] = "kan",
+        kan_cfg: Mapping[str, Any] | None = None,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.1,
+        use_rel_pos: bool = True,
+        pretrain_img_size: int | Sequence[int] = 224,
+        final_norm: bool = False,
+        with_cp: bool = False,
+        init_cfg: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(arch, str):
+            if arch not in ARCH_SETTINGS:
+                raise ValueError(f"arch must be one of {sorted(ARCH_SETTINGS)} or a dict, got {arch!r}")
+            arch_cfg = ARCH_SETTINGS[arch]
+        else:
+            missing = {"embed_dims", "depth", "num_heads"} - set(arch)
+            if missing:
+                raise ValueError(f"a custom arch needs embed_dims, depth and num_heads; missing {sorted(missing)}")
+            arch_cfg = dict(arch)
+        self.embed_dims = int(arch_cfg["embed_dims"])
+        self.num_layers = int(arch_cfg["depth"])
+        self.num_heads = int(arch_cfg["num_heads"])
+        self.img_size = _to_2tuple(img_size)
+        self.patch_size = int(patch_size)
+        self.window_size = int(window_size)
+        self.global_blocks = tuple(int(i) % self.num_layers for i in global_blocks)
+        self.mlp_type = mlp_type
+        self.final_norm = final_norm
+        self.with_cp = with_cp
+        self.init_cfg = copy.deepcopy(init_cfg)
+
+        if isinstance(out_indices, int):
+            out_indices = (out_indices,)
+        self.out_indices = tuple(int(i) + self.num_layers if int(i) < 0 else int(i) for i in out_indices)
+        if not self.out_indices or any(not 0 <= i < self.num_layers for i in self.out_indices):
+            raise ValueError(f"out_indices {tuple(out_indices)} out of range for depth {self.num_layers}")
+        self.out_channels = [self.embed_dims] * len(self.out_indices)
+
+        self.patch_embed = PatchEmbed(
+            img_size=self.img_size,
+            patch_size=self.patch_size,
+            in_chans=in_channels,
+            embed_dim=self.embed_dims,
+            output_fmt="NHWC",
+            strict_img_size=False,
+            dynamic_img_pad=True,
+        )
+        pretrain_hw = _to_2tuple(pretrain_img_size)
+        self.pretrain_grid = (pretrain_hw[0] // self.patch_size, pretrain_hw[1] // self.patch_size)
+        # One slot for the cls token of the pre-training checkpoint (unused here), as in timm's ViT.
+        num_pos = 1 + self.pretrain_grid[0] * self.pretrain_grid[1]
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, self.embed_dims))
+
+        feat_hw = (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
+        dpr = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
+        mlp_layer = _make_mlp_layer(mlp_type, kan_cfg)
+        self.blocks = nn.ModuleList(
+            Block(
+                dim=self.embed_dims,
+                num_heads=self.num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                drop_path=dpr[i],
+                norm_layer=partial(nn.LayerNorm, eps=1e-6),
+                act_layer=nn.GELU,
+                mlp_layer=mlp_layer,
+                use_rel_pos=use_rel_pos,
+                window_size=0 if i in self.global_blocks else self.window_size,
+                input_size=feat_hw,
+            )
+            for i in range(self.num_layers)
+        )
+        self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6) if final_norm else nn.Identity()
+        self._init_random_weights()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # initialisation and checkpoints
+
+    def _init_random_weights(self) -> None:
+        """timm ViT initialisation for position embedding and attention / baseline MLP; GR-KAN keeps its own init."""
+        trunc_normal_(self.pos_embed, std=0.02)
+        for blk in self.blocks:
+            linears = [blk.attn.qkv, blk.attn.proj]
+            if self.mlp_type == "mlp":
+                linears += [blk.mlp.fc1, blk.mlp.fc2]
+            for lin in linears:
+                trunc_normal_(lin.weight, std=0.02)
+                if lin.bias is not None:
+                    nn.init.zeros_(lin.bias)
+
+    def _get_logger(self) -> logging.Logger:
+        return _logger
+
+    def _read_checkpoint(self, path: str) -> dict[str, torch.Tensor]:
+        return load_checkpoint_file(path)
+
+    def init_weights(self) -> None:
+        """Load the checkpoint named by ``init_cfg`` (``type='Pretrained'``); without one keep the random init."""
+        cfgs = self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else [self.init_cfg] if self.init_cfg else []
+        for cfg in cfgs:
+            if cfg.get("type") != "Pretrained":
+                raise ValueError(f"KATDense supports init_cfg type 'Pretrained' only, got {cfg.get('type')!r}")
+            self.load_pretrained(cfg["checkpoint"], prefix=cfg.get("prefix"))
+
+    def load_pretrained(
+        self, checkpoint: str | os.PathLike | Mapping[str, torch.Tensor], prefix: str | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Load a timm KAT/ViT (or ViTDet-layout) checkpoint, converting it with :func:`checkpoint_filter_fn`.
+
+        Args:
+            checkpoint (str | os.PathLike | Mapping): A file (``.pth``, ``.safetensors``), ``timm:NAME`` or a state
+                dict.
+            prefix (str, optional): Only keys starting with this prefix are used, with the prefix removed (e.g.
+                ``'backbone.'`` for a detector checkpoint). Defaults to None.
+
+        Returns:
+            tuple[list[str], list[str]]: Missing and unexpected keys (after conversion).
+        """
+        logger = self._get_logger()
+        source = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else "<state dict>"
+        state = self._read_checkpoint(str(checkpoint)) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
+        if prefix:
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if not state:
+                raise KeyError(f"no key of {source} starts with prefix {prefix!r}")
+        state = checkpoint_filter_fn(state, self)
+        own = self.state_dict()
+        mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        for k in mismatched:
+            logger.warning(f"KATDense: skipping {k}: shape {tuple(state[k].shape)} != {tuple(own[k].shape)}")
+            state.pop(k)
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        logger.info(f"KATDense: loaded {len(state) - len(unexpected)} tensors from {source}")
+        if missing:
+            logger.warning(f"KATDense: missing keys (kept at init): {missing}")
+        if unexpected:
+            logger.warning(f"KATDense: unexpected keys (ignored): {unexpected}")
+        return list(missing), list(unexpected)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # forward
+
+    def _pos_embed_grid(self, hw: tuple[int, int]) -> torch.Tensor:
+        """Absolute position embedding interpolated (bicubic) to the (H, W) feature grid: (1, H, W, C)."""
+        pos = self.pos_embed[:, 1:]
+        if hw != self.pretrain_grid:
+            pos = resample_abs_pos_embed(
+                pos, new_size=hw, old_size=self.pretrain_grid, num_prefix_tokens=0, antialias=False
+            )
+        return pos.reshape(1, hw[0], hw[1], self.embed_dims)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Compute the feature maps.
+
+        Args:
+            x (torch.Tensor): Images (B, C, H, W); H and W are padded up to a multiple of the patch size.
+
+        Returns:
+            tuple[torch.Tensor, ...]: One (B, embed_dims, H/16, W/16) map per entry of ``out_indices``.
+        """
+        x = self.patch_embed(x)  # (B, H, W, C)
+        x = x + self._pos_embed_grid((x.shape[1], x.shape[2])).to(x.dtype)
+        outs = []
+        for i, blk in enumerate(self.blocks):
+            if self.with_cp and self.training and x.requires_grad:
+                x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+            if i in self.out_indices:
+                out = self.norm(x) if i == self.num_layers - 1 else x
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
+        return tuple(outs)
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: KATDense) -> dict[str, torch.Tensor]:
+    """Convert a timm KAT/ViT (or SAM/ViTDet-layout) state dict to :class:`KATDense` keys and shapes.
+
+    Drops the cls/dist/register tokens and the classifier (``head``, ``fc_norm``; ``norm`` too unless the model has
+    ``final_norm``), strips ``module.`` / ``backbone.`` wrappers, resizes the position embedding to the model's
+    pre-training grid (keeping a cls slot), the patch-embedding kernel to the model's patch size, and relative-position
+    tables to the model's lengths.
+
+    Args:
+        state_dict (Mapping[str, torch.Tensor]): Source weights.
+        model (KATDense): Target model (for shapes).
+
+    Returns:
+        dict[str, torch.Tensor]: Converted weights (keys the model doesn't have are kept, to be reported).
+    """
+    state = dict(state_dict)
+    for wrapper in ("module.", "backbone."):
+        if state and all(k.startswith(wrapper) for k in state):
+            state = {k[len(wrapper) :]: v for k, v in state.items()}
+    if "patch_embed.proj.weight" not in state and "backbone.patch_embed.proj.weight" in state:
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+
+    own = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k in _DROP_KEYS or k.startswith(_DROP_PREFIXES):
+            continue
+        if k.startswith("norm.") and not model.final_norm:
+            continue
+        if k == "pos_embed":
+            prefix, grid, old_hw = _split_prefix_tokens(v)
+            if old_hw != model.pretrain_grid:
+                grid = resample_abs_pos_embed(
+                    grid, new_size=model.pretrain_grid, old_size=old_hw, num_prefix_tokens=0, antialias=False
+                )
+            cls_slot = prefix[:, :1] if prefix is not None else grid.new_zeros(1, 1, grid.shape[-1])
+            v = torch.cat([cls_slot, grid], dim=1)
+        elif k == "patch_embed.proj.weight" and v.shape[-2:] != own[k].shape[-2:]:
+            v = resample_patch_embed(v, list(own[k].shape[-2:]))
+        elif (k.endswith(".attn.rel_pos_h") or k.endswith(".attn.rel_pos_w")) and k in own:
+            v = _resize_rel_pos(v, own[k].shape[0])
+        out[k] = v
+    return out
