@@ -1,0 +1,109 @@
+"""GroupRational: the learnable group-rational activation of GR-KAN, as an ``nn.Module`` on the compiled op."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kat_backbones.ops import group_rational, rational_1d
+
+from .rational_init import get_rational_init
+
+__all__ = ["GroupRational", "rational_second_moment"]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def rational_second_moment(numerator: torch.Tensor, denominator: torch.Tensor) -> float:
+    """E[F(x)^2] for x ~ N(0, 1), averaged over the coefficient rows (groups), computed numerically in float64.
+
+    Trapezoid rule on [-12, 12] with step 1e-3 (the kink of ``|x|`` at 0 lies on a grid point); the Gaussian tail
+    beyond 12 is below 1e-30, so the result is accurate to ~1e-9 relative for these rationals.
+
+    Args:
+        numerator: (1 or G, m+1) coefficients a0..am.
+        denominator: (G, n) coefficients b1..bn.
+    """
+    num = numerator.detach().to("cpu", torch.float64)
+    den = denominator.detach().to("cpu", torch.float64)
+    groups = den.shape[0]
+    num = num.expand(groups, num.shape[1])
+    x = torch.linspace(-12.0, 12.0, 24001, dtype=torch.float64)
+    pdf = torch.exp(-0.5 * x * x) / (2.0 * torch.pi) ** 0.5
+    values = [
+        torch.trapezoid(rational_1d(x, num[g], den[g]).square() * pdf, x).item() for g in range(groups)
+    ]
+    return sum(values) / groups
+
+
+class GroupRational(nn.Module):
+    """Group-rational activation F(x) = P(x) / Q(x) with learnable coefficients, one set per channel group.
+
+    ``P(x) = a0 + a1 x + ... + am x^m``, ``Q(x) = 1 + |b1||x| + ... + |bn||x|^n``; the channels (along
+    ``channel_dim``) are split into ``num_groups`` contiguous blocks. Parameter layout matches the released KAT
+    checkpoints: ``weight_numerator`` (1, m+1) shared by all groups (or (G, m+1) with ``shared_numerator=False``)
+    and ``weight_denominator`` (G, n).
+
+    Args:
+        num_groups: number of channel groups G (must divide the channel count). Defaults to 8.
+        init: initial function: ``'identity'``, ``'swish'``/``'silu'``, ``'gelu'``, ``'relu'``, ``'tanh'``,
+            ``'sigmoid'`` (see ``kat_backbones.layers.rational_init``). Defaults to ``'identity'``.
+        order: (m, n), numerator and denominator orders. Defaults to (5, 4).
+        shared_numerator: one numerator for all groups (the KAT layout) or one per group. Defaults to True.
+        channel_dim: the channel dimension of the input: -1 for tokens (..., C), 1 for (B, C, H, W). Defaults to -1.
+        device: parameter device. Defaults to None.
+        dtype: parameter dtype. Defaults to None (float32). Keep float32 for mixed precision: half inputs are
+            computed in float32 against float32 coefficients.
+    """
+
+    def __init__(
+        self,
+        num_groups: int = 8,
+        init: str = "identity",
+        order: tuple[int, int] = (5, 4),
+        shared_numerator: bool = True,
+        channel_dim: int = -1,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if num_groups < 1:
+            raise ValueError(f"num_groups must be >= 1, got {num_groups}")
+        m, n = (int(v) for v in order)
+        self._init_num, self._init_den = get_rational_init(init, (m, n))  # validates init and order
+        self.num_groups = num_groups
+        self.init = init
+        self.order = (m, n)
+        self.shared_numerator = shared_numerator
+        self.channel_dim = channel_dim
+        dd = {"device": device, "dtype": dtype}
+        self.weight_numerator = nn.Parameter(torch.empty(1 if shared_numerator else num_groups, m + 1, **dd))
+        self.weight_denominator = nn.Parameter(torch.empty(num_groups, n, **dd))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Sets the coefficients to the ``init`` function (every group the same)."""
+        if self.weight_numerator.is_meta:
+            return
+        with torch.no_grad():
+            num = torch.tensor(self._init_num, dtype=torch.float64)
+            den = torch.tensor(self._init_den, dtype=torch.float64)
+            self.weight_numerator.copy_(num.expand_as(self.weight_numerator))
+            self.weight_denominator.copy_(den.expand_as(self.weight_denominator))
+
+    def second_moment(self) -> float:
+        """E[F(x)^2] for x ~ N(0, 1) under the current coefficients (mean over groups)."""
+        return rational_second_moment(self.weight_numerator, self.weight_denominator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Applies F per channel group; coefficients follow x's dtype except that half x keeps float32 ones."""
+        num, den = self.weight_numerator, self.weight_denominator
+        if num.dtype != x.dtype and not (x.dtype in _HALF and num.dtype == torch.float32):
+            num, den = num.to(x.dtype), den.to(x.dtype)
+        return group_rational(x, num, den, channel_dim=self.channel_dim)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_groups={self.num_groups}, init={self.init!r}, order={self.order}, "
+            f"shared_numerator={self.shared_numerator}, channel_dim={self.channel_dim}"
+        )
