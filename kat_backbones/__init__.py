@@ -6,7 +6,7 @@ timm's registry.
 
 from importlib.util import find_spec as _find_spec
 
-from . import ops
+from . import layers, models, ops
 
 # OpenMMLab glue (kat_backbones.KATBackbone, SimpleFPN, LN2d, LayerDecayOptimizerConstructor) when mmengine + mmcv exist
 if _find_spec("mmengine") is not None and _find_spec("mmcv") is not None:
@@ -14,4 +14,4 @@ if _find_spec("mmengine") is not None and _find_spec("mmcv") is not None:
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "__version__"]
+__all__ = ["layers", "models", "ops", "__version__"]

@@ -1,0 +1,170 @@
+"""Kolmogorov-Arnold Transformer (KAT) for timm: timm's VisionTransformer with the GR-KAN layer as its MLP.
+
+Yang & Wang, "Kolmogorov-Arnold Transformer", ICLR 2025 (arXiv 2409.10594).
+
+``import kat_backbones`` registers, in timm's model registry::
+
+    kat_{tiny,small,base}_{swish,gelu}_patch16_224     act2 initialised as swish / gelu
+    kat_{tiny,small,base}_patch16_224                  aliases of the swish models (the released checkpoints)
+
+Everything but the MLP is timm's ViT (cls token, learned abs pos-embed, pre-norm blocks, LayerNorm eps 1e-6,
+qkv bias, no LayerScale), so ``features_only=True``, ``forward_intermediates`` and timm's checkpoint filter
+(pos-embed / patch-embed resizing) come with it. State-dict keys match the released KAT checkpoints
+(``blocks.N.mlp.act1.weight_numerator``, ``blocks.N.mlp.fc1.weight``, ...), which load strictly, e.g.::
+
+    timm.create_model('kat_tiny_patch16_224', pretrained=True, pretrained_cfg_overlay=dict(file='kat_tiny.pth'))
+
+Initialisation: timm's ViT init, then the KAN init of fc1/fc2 (``kan_init``). The default is
+``'variance_preserving'`` (the paper's S3, see :class:`kat_backbones.layers.KAN`); pass ``kan_init='reference'``
+for the reference code's trunc_normal(std=0.02), with which the released checkpoints were trained.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+
+from kat_backbones.layers import KAN, KanInit, kan_init_
+
+__all__ = ["KAT_ARCHS", "create_kat"]
+
+KAT_ARCHS: dict[str, dict[str, int]] = {
+    "tiny": dict(patch_size=16, embed_dim=192, depth=12, num_heads=3),
+    "small": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
+    "base": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
+}
+"""ViT-Ti/S/B sizes of KAT-T/S/B."""
+
+
+def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": url,
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": None,
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "fixed_input_size": True,
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    f"kat_{size}{act}_patch16_224": _cfg()
+    for size in KAT_ARCHS
+    for act in ("", "_swish", "_gelu")
+})
+
+
+def create_kat(
+    variant: str,
+    pretrained: bool = False,
+    act_init: str = "swish",
+    kan_init: KanInit = "variance_preserving",
+    num_groups: int = 8,
+    rational_order: tuple[int, int] = (5, 4),
+    shared_numerator: bool = True,
+    **kwargs: Any,
+) -> VisionTransformer:
+    """Builds a KAT model: timm's VisionTransformer with ``mlp_layer=KAN`` through ``build_model_with_cfg``.
+
+    Args:
+        variant: registered model name (selects the pretrained cfg).
+        pretrained: load the pretrained weights of the cfg (give a local file with
+            ``pretrained_cfg_overlay=dict(file=...)``). Defaults to False.
+        act_init: initial function of every act2 (``'swish'``, ``'gelu'``, ...). Defaults to ``'swish'``.
+        kan_init: fc1/fc2 init, ``'variance_preserving'`` or ``'reference'``. Defaults to
+            ``'variance_preserving'``.
+        num_groups: rational groups per KAN layer. Defaults to 8.
+        rational_order: (m, n) of the rationals. Defaults to (5, 4).
+        shared_numerator: one numerator per rational (the released layout). Defaults to True.
+        **kwargs: VisionTransformer arguments (``img_size``, ``drop_path_rate``, ``num_classes``, ...) and timm
+            builder arguments (``features_only``, ``out_indices``, ...).
+    """
+    out_indices = kwargs.pop("out_indices", 3)
+    kwargs.setdefault(
+        "mlp_layer",
+        partial(
+            KAN, act_init=act_init, kan_init=kan_init, num_groups=num_groups, rational_order=rational_order,
+            shared_numerator=shared_numerator,
+        ),
+    )
+    model = build_model_with_cfg(
+        VisionTransformer,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+        **kwargs,
+    )
+    # timm's ViT init overwrote every Linear and then called KAN.init_weights(); re-apply explicitly so the KAN init
+    # holds whatever timm's init did (not after loading weights, and not over fix_init's rescaled fc2).
+    if not pretrained and not getattr(model, "fix_init", False):
+        kan_init_(model)
+    return model
+
+
+def _entry(size: str, act_init: str, variant: str, pretrained: bool, **kwargs: Any) -> VisionTransformer:
+    return create_kat(variant, pretrained=pretrained, **{**KAT_ARCHS[size], "act_init": act_init, **kwargs})
+
+
+@register_model
+def kat_tiny_swish_patch16_224(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """KAT-T/16, swish-initialised act2 (5,718,328 parameters)."""
+    return _entry("tiny", "swish", "kat_tiny_swish_patch16_224", pretrained, **kwargs)
+
+
+@register_model
+def kat_tiny_gelu_patch16_224(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """KAT-T/16, gelu-initialised act2 (the variant to transfer ViT-Ti weights into)."""
+    return _entry("tiny", "gelu", "kat_tiny_gelu_patch16_224", pretrained, **kwargs)
+
+
+@register_model
+def kat_tiny_patch16_224(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """KAT-T/16, alias of ``kat_tiny_swish_patch16_224``."""
+    return _entry("tiny", "swish", "kat_tiny_patch16_224", pretrained, **kwargs)
+
+
+@register_model
+def kat_small_swish_patch16_224(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """KAT-S/16, swish-initialised act2 (22,051,576 parameters)."""
+    return _entry("small", "swish", "kat_small_swish_patch16_224", pretrained, **kwargs)
+
+
+@register_model
+def kat_small_gelu_patch16_224(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """KAT-S/16, gelu-initialised act2."""
+    return _entry("small", "gelu", "kat_small_gelu_patch16_224", pretrained, **kwargs)
+
+
+@register_model
+def kat_small_patch16_224(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """KAT-S/16, alias of ``kat_small_swish_patch16_224``."""
+    return _entry("small", "swish", "kat_small_patch16_224", pretrained, **kwargs)
+
+
+@register_model
+def kat_base_swish_patch16_224(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """KAT-B/16, swish-initialised act2 (86,568,568 parameters)."""
+    return _entry("base", "swish", "kat_base_swish_patch16_224", pretrained, **kwargs)
+
+
+@register_model
+def kat_base_gelu_patch16_224(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """KAT-B/16, gelu-initialised act2."""
+    return _entry("base", "gelu", "kat_base_gelu_patch16_224", pretrained, **kwargs)
+
+
+@register_model
+def kat_base_patch16_224(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """KAT-B/16, alias of ``kat_base_swish_patch16_224``."""
+    return _entry("base", "swish", "kat_base_patch16_224", pretrained, **kwargs)
