@@ -15,7 +15,7 @@ setup:
 
 # Rebuild kat_backbones._C incrementally (ninja) after editing csrc/.
 build: $(SETUP_STAMP)
-	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	bash tools/setup_env.sh --package-only
 
 test: $(SETUP_STAMP) build
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)

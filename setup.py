@@ -50,11 +50,12 @@ def _cpu_vec_flags() -> list[str]:
         try:
             with open("/proc/cpuinfo") as f:
                 flags = f.read()
-            choice = "avx2" if (" avx2" in flags and " fma" in flags and platform.machine() == "x86_64") else "default"
+            has = all(f" {isa}" in flags for isa in ("avx2", "fma", "f16c"))
+            choice = "avx2" if has and platform.machine() == "x86_64" else "default"
         except OSError:
             choice = "default"
     if choice == "avx2":
-        return ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2"]
+        return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY_AVX2"]
     if choice != "default":
         raise ValueError(f"KAT_CPU_VEC must be 'avx2' or 'default', got {choice!r}")
     return []

@@ -118,6 +118,17 @@ install_rest() {
 }
 
 install_package() {
+  local so
+  so=$(ls "$ROOT"/kat_backbones/_C*.so 2>/dev/null | head -n1 || true)
+  if "$PY" -m pip show kat_backbones >/dev/null 2>&1 && [[ -n "$so" ]]; then
+    if [[ -z "$(find "$ROOT/csrc" "$ROOT/setup.py" -newer "$so" 2>/dev/null | head -n1)" ]]; then
+      echo "[setup] kat_backbones installed (editable) and kat_backbones._C up to date"
+      return 0
+    fi
+    # Editable install present: rebuild the extension in place; ninja reuses build/ so only changed sources compile.
+    (cd "$ROOT" && "$PY" setup.py -q build_ext --inplace)
+    return 0
+  fi
   # --no-build-isolation: the extension must compile against the torch installed above (an isolated build would
   # download another torch), and setup.py imports torch.utils.cpp_extension.
   "$PY" -m pip install -q --no-build-isolation --no-deps -e "$ROOT"
@@ -131,6 +142,12 @@ print('[setup] kat_backbones backends:', kat_backbones.ops.available_backends())
 }
 
 mkdir -p "$CACHE_DIR/wheels"
+if [[ "${1:-}" == "--package-only" ]]; then  # `make build`: just (re)build kat_backbones._C
+  NSTEPS=1
+  cuda_env
+  step "kat_backbones (compiles kat_backbones._C)" install_package
+  exit 0
+fi
 step "python environment" make_venv
 step "torch + torchvision" install_torch
 cuda_env

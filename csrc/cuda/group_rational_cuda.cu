@@ -222,14 +222,13 @@ void dispatch_orders(const RationalLayout& l, Fn&& fn) {
     fn(std::integral_constant<int, -1>{}, std::integral_constant<int, -1>{});
 }
 
-template <typename Fn>
+// Two widths only (keeps the number of kernel instantiations, and the build time, down): 16-byte vectors or scalar.
+template <typename scalar_t, typename Fn>
 void dispatch_vec(int vec, Fn&& fn) {
-  switch (vec) {
-    case 8: fn(std::integral_constant<int, 8>{}); break;
-    case 4: fn(std::integral_constant<int, 4>{}); break;
-    case 2: fn(std::integral_constant<int, 2>{}); break;
-    default: fn(std::integral_constant<int, 1>{}); break;
-  }
+  if (vec > 1)
+    fn(std::integral_constant<int, 16 / sizeof(scalar_t)>{});
+  else
+    fn(std::integral_constant<int, 1>{});
 }
 
 dim3 grid_for(const RationalLayout& l, int64_t chunk) {
@@ -254,8 +253,8 @@ at::Tensor group_rational_fwd_cuda(const at::Tensor& x_in, const at::Tensor& num
     const at::Tensor packed = pack_coeffs(num_in, den_in, l, c10::CppTypeToScalarType<T>::value);
     const int vec = vec_width<scalar_t>(l, {x.const_data_ptr(), y.const_data_ptr()});
     dispatch_orders(l, [&](auto M, auto N) {
-      dispatch_vec(vec, [&](auto V) {
-        if constexpr (decltype(V)::value * sizeof(scalar_t) <= 16) {
+      dispatch_vec<scalar_t>(vec, [&](auto V) {
+        {
           group_rational_fwd_kernel<scalar_t, decltype(V)::value, decltype(M)::value, decltype(N)::value>
               <<<grid, kThreads, 0, stream>>>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
                                               packed.const_data_ptr<T>(), l.span, l.groups, l.group_numel(), chunk,
@@ -302,9 +301,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_rational_bwd_cuda(const at:
     const int vec = vec_width<scalar_t>(l, {x.const_data_ptr(), grad.const_data_ptr(),
                                             mask[0] ? dx.const_data_ptr() : nullptr});
     dispatch_orders(l, [&](auto M, auto N) {
-      dispatch_vec(vec, [&](auto V) {
+      dispatch_vec<scalar_t>(vec, [&](auto V) {
         constexpr int kV = decltype(V)::value, kM = decltype(M)::value, kN = decltype(N)::value;
-        if constexpr (kV * sizeof(scalar_t) <= 16) {
+        {
           auto launch = [&](auto kernel) {
             kernel<<<grid, kThreads, 0, stream>>>(grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
                                                   mask[0] ? dx.mutable_data_ptr<scalar_t>() : nullptr,

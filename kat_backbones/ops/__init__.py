@@ -1,6 +1,6 @@
 """The group-rational op (compiled CPU + CUDA kernels registered as ``torch.ops.kat_backbones.*``)."""
 
-from .group_rational import available_backends, extension_error, group_rational
+from .rational_op import available_backends, extension_error, group_rational
 from .reference import group_rational_reference, rational_1d
 
 __all__ = ["group_rational", "group_rational_reference", "rational_1d", "available_backends", "extension_error"]

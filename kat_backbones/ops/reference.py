@@ -18,7 +18,9 @@ import torch
 __all__ = ["group_rational_reference", "rational_1d"]
 
 
-def rational_1d(x: torch.Tensor, numerator: Sequence[torch.Tensor], denominator: Sequence[torch.Tensor]) -> torch.Tensor:
+def rational_1d(
+    x: torch.Tensor, numerator: Sequence[torch.Tensor], denominator: Sequence[torch.Tensor]
+) -> torch.Tensor:
     """F(x) elementwise for one set of coefficients: ``numerator`` a0..am and ``denominator`` b1..bn.
 
     Each coefficient may be a scalar tensor (1-D coefficient tensors work as sequences) or a tensor that broadcasts
@@ -35,16 +37,23 @@ def rational_1d(x: torch.Tensor, numerator: Sequence[torch.Tensor], denominator:
 
 
 def group_rational_reference(
-    x: torch.Tensor, numerator: torch.Tensor, denominator: torch.Tensor, *, channel_dim: int = -1
+    x: torch.Tensor,
+    numerator: torch.Tensor,
+    denominator: torch.Tensor,
+    *,
+    channel_dim: int = -1,
+    upcast: bool = True,
 ) -> torch.Tensor:
     """Reference group-rational: same signature and semantics as ``kat_backbones.ops.group_rational``.
 
-    Half-precision inputs are computed in float32 and returned in x's dtype. Differentiable by autograd.
+    Differentiable by autograd. With ``upcast=True`` (default) float16/bfloat16 inputs are computed in float32 and
+    returned in x's dtype, like the compiled kernels; ``upcast=False`` computes in x's own dtype (plain eager
+    PyTorch at that precision, the yardstick for the kernels' low-precision error in the tests).
     """
     groups = denominator.shape[0]
     dim = channel_dim % x.dim()
     channels = x.shape[dim]
-    math = torch.float64 if x.dtype == torch.float64 else torch.float32
+    math = x.dtype if (x.dtype == torch.float64 or not upcast) else torch.float32
     xg = x.to(math).unflatten(dim, (groups, channels // groups))
     trailing = (1,) * (xg.dim() - dim - 1)  # broadcast a (G,) coefficient over (C/G, inner...)
     num = numerator.to(math).expand(groups, numerator.shape[1])
