@@ -7,7 +7,7 @@ Imported by ``import kat_backbones`` when mmengine is installed; configs name th
 
 from . import registry
 from .backbone import KATBackbone
-from .config_utils import convert_cfg_for_cpu
+from .cpu_compat import convert_cfg_for_cpu, init_cpu_distributed
 from .layer_decay import LayerDecayOptimizerConstructor, get_layer_id
 from .ln2d import LN2d
 from .simple_fpn import SimpleFPN
@@ -20,4 +20,5 @@ __all__ = [
     "LayerDecayOptimizerConstructor",
     "get_layer_id",
     "convert_cfg_for_cpu",
+    "init_cpu_distributed",
 ]

@@ -1,10 +1,12 @@
-"""Config rewrites shared by ``tools/train.py`` and ``tools/test.py`` (mmdet and mmseg configs alike)."""
+"""Running GPU configs on CPU: config rewrites and a CPU process group, shared by ``tools/train.py`` and
+``tools/test.py`` (mmdet and mmseg configs alike)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-__all__ = ["SYNC_BN_TYPES", "convert_cfg_for_cpu"]
+__all__ = ["SYNC_BN_TYPES", "convert_cfg_for_cpu", "init_cpu_distributed"]
 
 #: Norm types that need a process group and a GPU; on CPU they become plain ``BN``.
 SYNC_BN_TYPES = ("SyncBN", "MMSyncBN")
@@ -50,4 +52,41 @@ def convert_cfg_for_cpu(cfg: Any) -> list[str]:
     if isinstance(dist_cfg, dict) and dist_cfg.get("backend") == "nccl":
         dist_cfg["backend"] = "gloo"
         changes.append("env_cfg.dist_cfg.backend: nccl -> gloo")
+    return changes
+
+
+def init_cpu_distributed(cfg: Any) -> list[str]:
+    """Start the process group for a CPU run under ``torchrun`` (``--launcher pytorch``), in place of mmengine.
+
+    mmengine's ``init_dist`` calls ``torch.cuda.set_device``, which fails without a GPU, and its DDP wrapper passes
+    ``device_ids=[LOCAL_RANK]``, which DDP rejects for CPU modules. This joins the process group itself (backend
+    ``env_cfg.dist_cfg.backend``, ``gloo`` by default; the Runner then skips its own initialisation) and sets
+    ``model_wrapper_cfg.device_ids=None`` unless the config has its own model wrapper settings.
+
+    Args:
+        cfg (mmengine.Config): The config (``launcher`` must be set); changed in place.
+
+    Returns:
+        list[str]: What was done.
+    """
+    import torch.distributed as dist
+
+    changes: list[str] = []
+    dist_cfg = dict((cfg.get("env_cfg") or {}).get("dist_cfg") or {})
+    backend = dist_cfg.pop("backend", "gloo")
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+        changes.append(f"process group: {backend}, rank {dist.get_rank()} of {dist.get_world_size()} (CPU)")
+    wrapper = cfg.get("model_wrapper_cfg")
+    if wrapper is None:
+        cfg.model_wrapper_cfg = dict(
+            type="MMDistributedDataParallel",
+            device_ids=None,
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get("find_unused_parameters", False),
+        )
+        changes.append("model_wrapper_cfg: MMDistributedDataParallel with device_ids=None (CPU)")
+    elif "device_ids" not in wrapper:
+        wrapper["device_ids"] = None
+        changes.append("model_wrapper_cfg.device_ids: None (CPU)")
     return changes

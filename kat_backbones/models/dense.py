@@ -18,6 +18,7 @@ import copy
 import logging
 import math
 import os
+import re
 from functools import partial
 from typing import Any, Literal, Mapping, Sequence
 
@@ -72,8 +73,8 @@ def _make_mlp_layer(mlp_type: str, kan_cfg: Mapping[str, Any] | None):
         cfg = {**DEFAULT_KAN_CFG, **(kan_cfg or {})}
 
         def build_kan(in_features: int, hidden_features: int, act_layer=None, drop: float = 0.0, **dd) -> nn.Module:
-            # GR-KAN's activations are its rationals (``act_init``); timm's act_layer/device/dtype are not used.
-            return KAN(in_features, hidden_features, drop=drop, **cfg)
+            # GR-KAN's activations are its rationals (``act_init``): timm's act_layer is not used
+            return KAN(in_features, hidden_features, drop=drop, **cfg, **dd)
 
         return build_kan
     raise ValueError(f"mlp_type must be 'kan' or 'mlp', got {mlp_type!r}")
@@ -101,6 +102,15 @@ def _resize_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
         return rel_pos
     out = F.interpolate(rel_pos.float().t()[None], size=length, mode="linear", align_corners=False)
     return out[0].t().to(rel_pos.dtype)
+
+
+def _summarize_keys(keys: Sequence[str]) -> str:
+    """``blocks.0.x, blocks.1.x, ...`` -> ``blocks.*.x (x12)``, order kept."""
+    counts: dict[str, int] = {}
+    for key in keys:
+        pattern = re.sub(r"^blocks\.\d+\.", "blocks.*.", key)
+        counts[pattern] = counts.get(pattern, 0) + 1
+    return ", ".join(f"{k} (x{n})" if n > 1 else k for k, n in counts.items())
 
 
 def load_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -320,9 +330,9 @@ class KATDense(nn.Module):
         missing, unexpected = self.load_state_dict(state, strict=False)
         logger.info(f"KATDense: loaded {len(state) - len(unexpected)} tensors from {source}")
         if missing:
-            logger.warning(f"KATDense: missing keys (kept at init): {missing}")
+            logger.warning(f"KATDense: missing keys (kept at init): {_summarize_keys(missing)}")
         if unexpected:
-            logger.warning(f"KATDense: unexpected keys (ignored): {unexpected}")
+            logger.warning(f"KATDense: unexpected keys (ignored): {_summarize_keys(unexpected)}")
         return list(missing), list(unexpected)
 
     # ------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,9 @@
+# KAT-S (embed 384, 6 heads, GR-KAN MLPs) ViTDet Mask R-CNN, COCO, LSJ 1024, 100 epochs, batch 64 (16 GPUs x 4).
+# Drop path 0.1 as for B (SPEC §4 gives only the B value).
+_base_ = './_base_/kat_maskrcnn_lsj_1024.py'
+embed_dim = 384
+model = dict(
+    backbone=dict(
+        arch='small', drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/kat_small_patch16_224.pth')),
+    neck=dict(backbone_channel=embed_dim, in_channels=[embed_dim // 4, embed_dim // 2, embed_dim, embed_dim]))

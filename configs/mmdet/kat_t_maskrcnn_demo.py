@@ -1,0 +1,76 @@
+# CPU-friendly demo: KAT-T ViTDet Mask R-CNN on the synthetic COCO-layout set (3 shape classes), 256x256, 300 iters.
+#
+#   python tools/make_demo_data.py --task coco --out data     # -> data/coco_demo (COCO layout, see docs/detection.md)
+#   python tools/train.py configs/mmdet/kat_t_maskrcnn_demo.py
+#
+# Same model, pipeline and dataset class as the full recipe (kat_t_maskrcnn.py), scaled down: LSJ at 256 with a
+# milder jitter (0.5-1.5), fewer proposals/RoIs, batch 2, plain OptimWrapper (no AMP), no pretraining (random init,
+# so no layer-wise lr decay), box + mask AP with CocoMetric on the 4 validation images at the end.
+_base_ = './kat_t_maskrcnn.py'
+
+data_root = 'data/coco_demo/'
+classes = ('circle', 'rectangle', 'triangle')
+metainfo = dict(classes=classes)
+num_classes = len(classes)
+image_size = (256, 256)
+backend_args = None
+
+model = dict(
+    data_preprocessor=dict(batch_augments=[dict(type='BatchFixedSizePad', size=image_size, pad_mask=True)]),
+    backbone=dict(img_size=image_size, drop_path_rate=0.0, init_cfg=None),
+    roi_head=dict(bbox_head=dict(num_classes=num_classes), mask_head=dict(num_classes=num_classes)),
+    train_cfg=dict(
+        rpn_proposal=dict(nms_pre=1000, max_per_img=300),
+        rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300), rcnn=dict(max_per_img=20)))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='RandomResize', scale=image_size, ratio_range=(0.5, 1.5), keep_ratio=True),
+    dict(type='RandomCrop', crop_type='absolute_range', crop_size=image_size, recompute_bbox=True,
+         allow_negative_crop=True),
+    dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-2, 1e-2)),
+    dict(type='Pad', size=image_size, pad_val=dict(img=(114, 114, 114))),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='Resize', scale=image_size, keep_ratio=True),
+    dict(type='Pad', size=image_size, pad_val=dict(img=(114, 114, 114))),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=2,
+    persistent_workers=True,
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json', metric=['bbox', 'segm'])
+test_evaluator = val_evaluator
+
+max_iters = 300
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    constructor='kat_backbones.LayerDecayOptimizerConstructor',
+    paramwise_cfg=dict(decay_rate=1.0, num_layers=12),
+    optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    clip_grad=dict(max_norm=10.0))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
+    dict(type='MultiStepLR', begin=0, end=max_iters, by_epoch=False, milestones=[240, 280], gamma=0.1),
+]
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=10),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+auto_scale_lr = dict(enable=False, base_batch_size=2)
