@@ -143,37 +143,33 @@ constexpr int64_t kTile = 256;
 template <typename scalar_t>
 using math_t = at::opmath_type<scalar_t>;
 
-// Calls fn(offset_in_x, length) for each contiguous piece of chunk [lo, hi) of group g's virtual index space.
+// CPU work decomposition: the flat tensor is cut into fixed-size items walked in memory order (streaming, good for
+// prefetching and first-touch page faults). An item is a sequence of pieces, each a run of elements of one span,
+// hence of one group. The item size depends only on the shape, never on the thread count.
+int64_t cpu_item_size(const RationalLayout& l) {
+  constexpr int64_t kMinItem = 16384, kMaxItems = 512;
+  return std::max<int64_t>(kMinItem, (l.numel + kMaxItems - 1) / kMaxItems);
+}
+
+// Calls fn(group, offset, length) for each piece of the flat range [lo, hi).
 template <typename Fn>
-inline void for_each_piece(const RationalLayout& l, int64_t g, int64_t lo, int64_t hi, Fn&& fn) {
+inline void for_each_piece(const RationalLayout& l, int64_t lo, int64_t hi, Fn&& fn) {
+  int64_t seg = lo / l.span, off = lo % l.span;
   while (lo < hi) {
-    const int64_t o = lo / l.span, off = lo % l.span;
     const int64_t len = std::min(l.span - off, hi - lo);
-    fn((o * l.groups + g) * l.span + off, len);
+    fn(seg % l.groups, lo, len);
     lo += len;
+    ++seg;
+    off = 0;
   }
 }
 
-// Runs fn on contiguous math-precision pointers: directly for float/double, through fp32 tiles otherwise.
-template <typename scalar_t, bool kWrite, typename Fn>
-inline void with_math_tiles(const scalar_t* a, const scalar_t* b, scalar_t* out, int64_t len, Fn&& fn) {
-  using T = math_t<scalar_t>;
-  if constexpr (std::is_same_v<scalar_t, T>) {
-    fn(a, b, out, len);
-  } else {
-    T ta[kTile], tb[kTile], to[kTile];
-    for (int64_t s = 0; s < len; s += kTile) {
-      const int64_t k = std::min(kTile, len - s);
-      for (int64_t i = 0; i < k; ++i) ta[i] = static_cast<T>(a[s + i]);
-      if (b != nullptr) {
-        for (int64_t i = 0; i < k; ++i) tb[i] = static_cast<T>(b[s + i]);
-      }
-      fn(ta, b != nullptr ? tb : nullptr, to, k);
-      if constexpr (kWrite) {
-        for (int64_t i = 0; i < k; ++i) out[s + i] = static_cast<scalar_t>(to[i]);
-      }
-    }
-  }
+template <typename T, typename coef_t>
+std::vector<Coeffs<T>> load_all_coeffs(const coef_t* np, const coef_t* dp, const RationalLayout& l) {
+  std::vector<Coeffs<T>> coeffs(l.groups);
+  for (int64_t g = 0; g < l.groups; ++g)
+    coeffs[g] = load_coeffs<T>(np + (l.shared_numerator ? 0 : g * (l.m + 1)), dp + g * l.n, l.m, l.n);
+  return coeffs;
 }
 
 template <typename scalar_t, typename coef_t, int M_, int N_>
@@ -182,22 +178,23 @@ void forward_impl(const at::Tensor& x, const at::Tensor& num, const at::Tensor& 
   using T = math_t<scalar_t>;
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-  const coef_t* np = num.const_data_ptr<coef_t>();
-  const coef_t* dp = den.const_data_ptr<coef_t>();
-  std::vector<Coeffs<T>> coeffs(l.groups);
-  for (int64_t g = 0; g < l.groups; ++g)
-    coeffs[g] = load_coeffs<T>(np + (l.shared_numerator ? 0 : g * (l.m + 1)), dp + g * l.n, l.m, l.n);
-  const int64_t chunk = reduction_chunk(l);
-  const int64_t per_group = (l.group_numel() + chunk - 1) / chunk;
-  at::parallel_for(0, l.groups * per_group, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t g = item / per_group, c = item % per_group;
-      const int64_t lo = c * chunk, hi = std::min(lo + chunk, l.group_numel());
-      for_each_piece(l, g, lo, hi, [&](int64_t off, int64_t len) {
-        with_math_tiles<scalar_t, true>(xp + off, static_cast<const scalar_t*>(nullptr), yp + off, len,
-                                        [&](const T* a, const T*, T* o, int64_t k) {
-                                          forward_span<M_, N_>(a, o, k, coeffs[g]);
-                                        });
+  const auto coeffs = load_all_coeffs<T>(num.const_data_ptr<coef_t>(), den.const_data_ptr<coef_t>(), l);
+  const int64_t item = cpu_item_size(l);
+  const int64_t items = (l.numel + item - 1) / item;
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t it = begin; it < end; ++it) {
+      for_each_piece(l, it * item, std::min(l.numel, (it + 1) * item), [&](int64_t g, int64_t off, int64_t len) {
+        if constexpr (std::is_same_v<scalar_t, T>) {
+          forward_span<M_, N_>(xp + off, yp + off, len, coeffs[g]);
+        } else {
+          T tx[kTile], ty[kTile];
+          for (int64_t s = 0; s < len; s += kTile) {
+            const int64_t k = std::min(kTile, len - s);
+            for (int64_t i = 0; i < k; ++i) tx[i] = static_cast<T>(xp[off + s + i]);
+            forward_span<M_, N_>(tx, ty, k, coeffs[g]);
+            for (int64_t i = 0; i < k; ++i) yp[off + s + i] = static_cast<scalar_t>(ty[i]);
+          }
+        }
       });
     }
   });
@@ -211,37 +208,39 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
   const scalar_t* gp = grad.const_data_ptr<scalar_t>();
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   scalar_t* dxp = kDx ? dx.mutable_data_ptr<scalar_t>() : nullptr;
-  const coef_t* np = num.const_data_ptr<coef_t>();
   const coef_t* dp = den.const_data_ptr<coef_t>();
-  std::vector<Coeffs<T>> coeffs(l.groups);
-  for (int64_t g = 0; g < l.groups; ++g)
-    coeffs[g] = load_coeffs<T>(np + (l.shared_numerator ? 0 : g * (l.m + 1)), dp + g * l.n, l.m, l.n);
+  const auto coeffs = load_all_coeffs<T>(num.const_data_ptr<coef_t>(), dp, l);
 
   const int K = l.m + 1 + l.n;
-  const int64_t chunk = reduction_chunk(l);
-  const int64_t per_group = (l.group_numel() + chunk - 1) / chunk;
-  const int64_t items = l.groups * per_group;
-  // One row of partial sums per chunk (double), combined below in chunk order: deterministic.
-  std::vector<double> partial(kCoef ? items * K : 0);
+  const int64_t item = cpu_item_size(l);
+  const int64_t items = (l.numel + item - 1) / item;
+  const int64_t G = l.groups;
+  // Partial sums per (item, group, coefficient) in double, combined below in item order: deterministic.
+  std::vector<double> partial(kCoef ? items * G * K : 0, 0.0);
 
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    Acc<T> acc;
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t g = item / per_group, c = item % per_group;
-      const int64_t lo = c * chunk, hi = std::min(lo + chunk, l.group_numel());
-      if constexpr (kCoef) {
-        for (int k = 0; k < K; ++k) acc[k] = V(T(0));
-      }
-      for_each_piece(l, g, lo, hi, [&](int64_t off, int64_t len) {
+    std::vector<Acc<T>> acc(kCoef ? G : 0);
+    std::vector<char> touched(kCoef ? G : 0);
+    Acc<T> scratch;  // accumulator target when no coefficient gradient is wanted (never touched then)
+    for (int64_t it = begin; it < end; ++it) {
+      if constexpr (kCoef) std::fill(touched.begin(), touched.end(), 0);
+      for_each_piece(l, it * item, std::min(l.numel, (it + 1) * item), [&](int64_t g, int64_t off, int64_t len) {
+        Acc<T>& ar = kCoef ? acc[g] : scratch;
+        if constexpr (kCoef) {
+          if (!touched[g]) {
+            for (int k = 0; k < K; ++k) ar[k] = V(T(0));
+            touched[g] = 1;
+          }
+        }
         if constexpr (std::is_same_v<scalar_t, T>) {
-          backward_span<M_, N_, kDx, kCoef>(gp + off, xp + off, kDx ? dxp + off : nullptr, len, coeffs[g], acc);
+          backward_span<M_, N_, kDx, kCoef>(gp + off, xp + off, kDx ? dxp + off : nullptr, len, coeffs[g], ar);
         } else {
           T tg[kTile], tx[kTile], td[kTile];
           for (int64_t s = 0; s < len; s += kTile) {
             const int64_t k = std::min(kTile, len - s);
             for (int64_t i = 0; i < k; ++i) tg[i] = static_cast<T>(gp[off + s + i]);
             for (int64_t i = 0; i < k; ++i) tx[i] = static_cast<T>(xp[off + s + i]);
-            backward_span<M_, N_, kDx, kCoef>(tg, tx, td, k, coeffs[g], acc);
+            backward_span<M_, N_, kDx, kCoef>(tg, tx, td, k, coeffs[g], ar);
             if constexpr (kDx) {
               for (int64_t i = 0; i < k; ++i) dxp[off + s + i] = static_cast<scalar_t>(td[i]);
             }
@@ -249,27 +248,30 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
         }
       });
       if constexpr (kCoef) {
-        double* row = partial.data() + item * K;
         T lanes[V::size()];
-        for (int k = 0; k < K; ++k) {
-          acc[k].store(lanes);
-          double s = 0;
-          for (int v = 0; v < V::size(); ++v) s += static_cast<double>(lanes[v]);
-          row[k] = s;
+        for (int64_t g = 0; g < G; ++g) {
+          if (!touched[g]) continue;
+          double* row = partial.data() + (it * G + g) * K;
+          for (int k = 0; k < K; ++k) {
+            acc[g][k].store(lanes);
+            double sum = 0;
+            for (int v = 0; v < V::size(); ++v) sum += static_cast<double>(lanes[v]);
+            row[k] = sum;
+          }
         }
       }
     }
   });
 
   if constexpr (kCoef) {
-    // Second, ordered pass: per group, chunk partials summed in chunk order.
-    std::vector<double> per(l.groups * K, 0.0);
-    for (int64_t g = 0; g < l.groups; ++g)
-      for (int64_t c = 0; c < per_group; ++c)
-        for (int k = 0; k < K; ++k) per[g * K + k] += partial[(g * per_group + c) * K + k];
+    // Second, ordered pass: per group, item partials summed in item order.
+    std::vector<double> per(G * K, 0.0);
+    for (int64_t it = 0; it < items; ++it)
+      for (int64_t g = 0; g < G; ++g)
+        for (int k = 0; k < K; ++k) per[g * K + k] += partial[(it * G + g) * K + k];
     auto na = dnum.accessor<coef_t, 2>();
     auto nb = dden.accessor<coef_t, 2>();
-    for (int64_t g = 0; g < l.groups; ++g) {
+    for (int64_t g = 0; g < G; ++g) {
       for (int i = 0; i <= l.m && !l.shared_numerator; ++i) na[g][i] = static_cast<coef_t>(per[g * K + i]);
       for (int j = 0; j < l.n; ++j) {
         const double b = static_cast<double>(dp[g * l.n + j]);
@@ -279,9 +281,9 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
     if (l.shared_numerator) {
       // The shared row's gradient: the groups' sums, added in group order in double before rounding.
       for (int i = 0; i <= l.m; ++i) {
-        double s = 0;
-        for (int64_t g = 0; g < l.groups; ++g) s += per[g * K + i];
-        na[0][i] = static_cast<coef_t>(s);
+        double sum = 0;
+        for (int64_t g = 0; g < G; ++g) sum += per[g * K + i];
+        na[0][i] = static_cast<coef_t>(sum);
       }
     }
   }
