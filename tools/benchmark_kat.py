@@ -1,0 +1,130 @@
+#!/usr/bin/env python
+"""KAT-T vs timm ViT-Ti training step on CPU: time and peak memory, compared in the same run.
+
+    python tools/benchmark_kat.py --batch 32 --steps 5
+
+One train step = forward, cross-entropy loss, backward, AdamW step, zero_grad. Time: the two models' steps are
+interleaved (A B A B ...) after warm-up, so load from other processes hits both alike; the median per model and the
+ratio KAT / ViT are printed. Peak memory: each model runs in a fresh subprocess and reports the growth of its peak
+resident set size (VmHWM, reset after the build) over the RSS measured after building the model and optimizer, i.e.
+activations + gradients + optimizer state + allocator overhead of the train steps; the ratio KAT / ViT is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import timm
+import torch
+
+import kat_backbones  # noqa: F401  (registers the KAT models)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parses the command line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kat", default="kat_tiny_patch16_224", help="KAT model (default: kat_tiny_patch16_224)")
+    parser.add_argument("--vit", default="vit_tiny_patch16_224", help="baseline (default: vit_tiny_patch16_224)")
+    parser.add_argument("--batch", type=int, default=32, help="batch size (default: 32)")
+    parser.add_argument("--img-size", type=int, default=224, help="input size (default: 224)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per model (default: 5)")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up steps per model (default: 2)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def _make(name: str, args: argparse.Namespace):
+    torch.manual_seed(0)
+    model = timm.create_model(name, img_size=args.img_size, num_classes=1000).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    x = torch.randn(args.batch, 3, args.img_size, args.img_size)
+    y = torch.randint(0, 1000, (args.batch,))
+
+    def step() -> None:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _memory_child(args: argparse.Namespace) -> int:
+    step = _make(args.memory_child, args)
+    base = _status_kib("VmRSS") * 1024
+    try:  # reset the peak-RSS watermark (VmHWM) to the current RSS (Linux >= 4.0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    for _ in range(2):
+        step()
+    peak = _status_kib("VmHWM") * 1024
+    print(json.dumps({"model": args.memory_child, "base_rss": base, "peak_rss": peak, "peak_delta": peak - base}))
+    return 0
+
+
+def _memory(name: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", name, "--batch", str(args.batch),
+           "--img-size", str(args.img_size)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the comparison and prints it."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_child:
+        return _memory_child(args)
+
+    print(f"torch {torch.__version__}, timm {timm.__version__}, threads {torch.get_num_threads()}, "
+          f"batch {args.batch}, img {args.img_size}, device cpu")
+    steps = {name: _make(name, args) for name in (args.kat, args.vit)}
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.steps):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    for name, t in times.items():
+        print(f"{name:<28} train step: median {med[name] * 1e3:8.1f} ms  (min {min(t) * 1e3:.1f}, "
+              f"max {max(t) * 1e3:.1f}, {len(t)} steps)")
+    print(f"time ratio {args.kat} / {args.vit}: {med[args.kat] / med[args.vit]:.3f}x")
+
+    if not args.no_memory:
+        del steps
+        mem = {name: _memory(name, args) for name in (args.kat, args.vit)}
+        for name, m in mem.items():
+            print(f"{name:<28} peak RSS growth over a train step: {m['peak_delta'] / 2**20:8.1f} MiB "
+                  f"(peak RSS {m['peak_rss'] / 2**20:.1f} MiB)")
+        print(f"peak memory ratio {args.kat} / {args.vit}: "
+              f"{mem[args.kat]['peak_delta'] / mem[args.vit]['peak_delta']:.3f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
