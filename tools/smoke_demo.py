@@ -80,11 +80,14 @@ def main() -> int:
     init_default_scope("mmdet")
     cfg = Config.fromfile(cfg_path)
     detector = MODELS.build(cfg.model)
-    packed = demo_mm_inputs(2, [[3, 128, 128]], num_items=[3], with_mask=True)
+    num_classes = cfg.model.roi_head.bbox_head.num_classes
+    packed = demo_mm_inputs(2, [[3, 128, 128]] * 2, num_items=[3, 3], num_classes=num_classes, with_mask=True)
     data = detector.data_preprocessor(packed, True)
-    det_losses = detector(**data, mode="loss")
-    total = sum(sum(v) if isinstance(v, list) else v for k, v in det_losses.items() if "loss" in k)
-    parts = [f"{k}={float(sum(v) if isinstance(v, list) else v):.3f}" for k, v in det_losses.items() if "loss" in k]
+    with torch.no_grad():
+        det_losses = detector(**data, mode="loss")
+    det_losses = {k: float(sum(v) if isinstance(v, list) else v) for k, v in det_losses.items() if "loss" in k}
+    total = sum(det_losses.values())
+    parts = [f"{k}={v:.3f}" for k, v in det_losses.items()]
     print(f"[demo]     Mask R-CNN losses: {', '.join(parts)}")
     summary["maskrcnn_loss"] = f"{float(total):.3f}"
 
