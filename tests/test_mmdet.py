@@ -324,6 +324,16 @@ def test_downstream_config_outside_repo(tmp_path):
     assert "KATBackbone SimpleFPN" in proc.stdout and "loss_mask" in proc.stdout
 
 
+def test_get_flops_detector_config(capsys):
+    """tools/get_flops.py CONFIG prints the parameters of backbone, neck, heads and the total."""
+    assert load_tool("get_flops").main([str(DET_CONFIG_DIR / "kat_t_maskrcnn_demo.py"), "--shape", "128"]) == 0
+    out = capsys.readouterr().out
+    params = next(line for line in out.splitlines() if line.startswith("params: backbone"))
+    for part in ("backbone 5.57 M", "neck 2.66 M", "rpn_head 1.18 M", "roi_head", "total 27.27 M"):
+        assert part in params, params
+    assert "GFLOPs (paper convention" in out
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # data, Runner and tools
 

@@ -85,10 +85,14 @@ def build_config_target(path: str, shape: list[int] | None, batch: int) -> tuple
     model = MODELS.build(cfg.model)
     h, w = _hw(shape, (512, 512))
     x = torch.randn(batch, 3, h, w)
+    # parameters per top-level part (backbone / neck / heads), e.g. a detector's rpn_head and roi_head
+    parts = [(name, sum(p.numel() for p in child.parameters())) for name, child in model.named_children()]
+    total = sum(p.numel() for p in model.parameters())
+    params = ", ".join([f"{name} {n / 1e6:.2f} M" for name, n in parts if n] + [f"total {total / 1e6:.2f} M"])
     if hasattr(model, "extract_feat"):
-        description = f"{path} (FLOPs: backbone + neck; params: whole model) @ {batch}x3x{h}x{w}"
+        description = f"{path} (FLOPs: backbone + neck; params: whole model) @ {batch}x3x{h}x{w}\nparams: {params}"
         return model, lambda: model.extract_feat(x), description
-    return model, lambda: model(x), f"{path} @ {batch}x3x{h}x{w}"
+    return model, lambda: model(x), f"{path} @ {batch}x3x{h}x{w}\nparams: {params}"
 
 
 def measure(target: str, shape: list[int] | None = None, batch: int = 1) -> tuple[FlopReport, str]:

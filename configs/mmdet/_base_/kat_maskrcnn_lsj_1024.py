@@ -47,9 +47,8 @@ model = dict(
         pretrain_img_size=224,
         final_norm=False,
         with_cp=False,  # True: activation checkpointing (less memory, ~30% slower)
-        # ImageNet-1k KAT weights: a timm-format .pth/.safetensors file (the released KAT-B checkpoint, see
-        # docs/detection.md) or 'timm:MODEL_NAME' for weights timm can download
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/kat_base_patch16_224.pth')),
+        # ImageNet-1k weights: a timm-format .pth/.safetensors file (see docs/detection.md) or 'timm:MODEL_NAME'
+        init_cfg=dict(type='Pretrained', checkpoint='pretrain/kat_base_swish_patch16_224.pth')),
     neck=dict(
         _delete_=True,
         type='kat_backbones.SimpleFPN',
