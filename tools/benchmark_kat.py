@@ -7,7 +7,8 @@ One train step = forward, cross-entropy loss, backward, AdamW step, zero_grad. T
 interleaved (A B A B ...) after warm-up, so load from other processes hits both alike; the median per model and the
 ratio KAT / ViT are printed. Peak memory: each model runs in a fresh subprocess and reports the growth of its peak
 resident set size (VmHWM, reset after the build) over the RSS measured after building the model and optimizer, i.e.
-activations + gradients + optimizer state + allocator overhead of the train steps; the ratio KAT / ViT is printed.
+activations + gradients + optimizer state + allocator overhead of the train steps; the ratio KAT / ViT is printed. As a
+deterministic complement, the bytes autograd saves for backward in one forward pass are counted for both models.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import timm
 import torch
@@ -41,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _make(name: str, args: argparse.Namespace):
+def _make(name: str, args: argparse.Namespace) -> tuple[torch.nn.Module, Callable[[], None], torch.Tensor]:
     torch.manual_seed(0)
     model = timm.create_model(name, img_size=args.img_size, num_classes=1000).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
@@ -54,7 +56,27 @@ def _make(name: str, args: argparse.Namespace):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return step
+    return model, step, x
+
+
+def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the tensors autograd saves for backward in one forward pass (unique storages, parameters excluded).
+
+    Deterministic, unlike process RSS: the activation memory a train step holds at its peak (before backward).
+    """
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    del out
+    return sum(seen.values())
 
 
 def _status_kib(field: str) -> int:
@@ -66,7 +88,7 @@ def _status_kib(field: str) -> int:
 
 
 def _memory_child(args: argparse.Namespace) -> int:
-    step = _make(args.memory_child, args)
+    _, step, _ = _make(args.memory_child, args)
     base = _status_kib("VmRSS") * 1024
     try:  # reset the peak-RSS watermark (VmHWM) to the current RSS (Linux >= 4.0)
         with open("/proc/self/clear_refs", "w") as f:
@@ -99,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"torch {torch.__version__}, timm {timm.__version__}, threads {torch.get_num_threads()}, "
           f"batch {args.batch}, img {args.img_size}, device cpu")
-    steps = {name: _make(name, args) for name in (args.kat, args.vit)}
+    built = {name: _make(name, args) for name in (args.kat, args.vit)}
     for _ in range(args.warmup):
-        for step in steps.values():
+        for _, step, _ in built.values():
             step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    times: dict[str, list[float]] = {name: [] for name in built}
     for _ in range(args.steps):
-        for name, step in steps.items():
+        for name, (_, step, _) in built.items():
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
@@ -113,10 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, t in times.items():
         print(f"{name:<28} train step: median {med[name] * 1e3:8.1f} ms  (min {min(t) * 1e3:.1f}, "
               f"max {max(t) * 1e3:.1f}, {len(t)} steps)")
-    print(f"time ratio {args.kat} / {args.vit}: {med[args.kat] / med[args.vit]:.3f}x")
+    paired = statistics.median(k / v for k, v in zip(times[args.kat], times[args.vit]))
+    print(f"time ratio {args.kat} / {args.vit}: {med[args.kat] / med[args.vit]:.3f}x (medians), "
+          f"{paired:.3f}x (median of back-to-back pairs), "
+          f"{min(times[args.kat]) / min(times[args.vit]):.3f}x (minima)")
+
+    saved = {name: saved_activation_bytes(model, x) for name, (model, _, x) in built.items()}
+    for name, nbytes in saved.items():
+        print(f"{name:<28} activations saved for backward: {nbytes / 2**20:8.1f} MiB")
+    print(f"activation memory ratio {args.kat} / {args.vit}: {saved[args.kat] / saved[args.vit]:.3f}x")
 
     if not args.no_memory:
-        del steps
+        del built
         mem = {name: _memory(name, args) for name in (args.kat, args.vit)}
         for name, m in mem.items():
             print(f"{name:<28} peak RSS growth over a train step: {m['peak_delta'] / 2**20:8.1f} MiB "
