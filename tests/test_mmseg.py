@@ -187,6 +187,37 @@ def test_config_builds(name):
         assert num_params(MODELS.build(kat_cfg)) - n_backbone == 24 * 38
 
 
+@pytest.mark.parametrize(("name", "timm_name"), [("kat_t_upernet.py", "kat_tiny_swish_patch16_224"),
+                                                   ("vit_t_upernet.py", "deit_tiny_patch16_224")])
+def test_config_init_from_timm_checkpoint(name, timm_name, tmp_path):
+    """The configs' init_cfg loads a timm ImageNet checkpoint (here randomly initialised, no download)."""
+    import timm
+
+    import kat_backbones  # noqa: F401  (registers the KAT models in timm)
+
+    state = timm.create_model(timm_name, pretrained=False).state_dict()
+    for key in state:
+        if "mlp.act" in key:  # move the rationals away from their init so that loading them is visible
+            state[key] = state[key] + 0.5
+    ckpt = tmp_path / f"{timm_name}.pth"
+    torch.save(state, ckpt)
+    bb_cfg = load_cfg(name).model.backbone
+    bb_cfg.init_cfg.checkpoint = str(ckpt)
+    from mmseg.registry import MODELS
+
+    init_default_scope("mmseg")
+    backbone = MODELS.build(bb_cfg)
+    backbone.init_weights()
+    own = backbone.state_dict()
+    for key in ("patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.11.mlp.fc2.weight"):
+        torch.testing.assert_close(own[key], state[key], rtol=0, atol=0)
+    torch.testing.assert_close(own["pos_embed"], state["pos_embed"], rtol=0, atol=0)  # 224 grid + cls slot
+    if name.startswith("kat"):
+        torch.testing.assert_close(
+            own["blocks.5.mlp.act2.weight_denominator"], state["blocks.5.mlp.act2.weight_denominator"], rtol=0, atol=0
+        )
+
+
 # --------------------------------------------------------------------------------------------------- forward
 def test_kat_t_upernet_forward_loss_and_predict():
     cfg = load_cfg("kat_t_upernet.py")
@@ -197,14 +228,16 @@ def test_kat_t_upernet_forward_loss_and_predict():
     model = build_segmentor(cfg.model)
     num_classes = cfg.model.decode_head.num_classes
 
-    data = model.data_preprocessor(fake_batch(2, 256, num_classes), training=True)
-    feats = model.backbone(data["inputs"])
-    assert [tuple(f.shape) for f in feats] == [(2, 192, 16, 16)] * 4
-    pyramid = model.neck(feats)
-    assert [tuple(f.shape[-2:]) for f in pyramid] == [(64, 64), (32, 32), (16, 16), (8, 8)]
+    outputs = {}
+    for name in ("backbone", "neck"):
+        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o))
 
+    data = model.data_preprocessor(fake_batch(2, 256, num_classes), training=True)
     model.train()
     losses = model(**data, mode="loss")
+    # four stride-16 NCHW maps from blocks (3, 5, 7, 11) -> strides 4, 8, 16, 32
+    assert [tuple(f.shape) for f in outputs["backbone"]] == [(2, 192, 16, 16)] * 4
+    assert [tuple(f.shape) for f in outputs["neck"]] == [(2, 192, s, s) for s in (64, 32, 16, 8)]
     assert {"decode.loss_ce", "aux.loss_ce"} <= set(losses)
     total = sum(v for k, v in losses.items() if "loss" in k)
     assert torch.isfinite(total)
@@ -277,6 +310,7 @@ def test_train_script_kat_b_one_iteration(ade_demo, tmp_path):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "CPU run: optim_wrapper.type: AmpOptimWrapper -> OptimWrapper" in proc.stdout + proc.stderr
     logs = "\n".join(p.read_text() for p in work_dir.rglob("*.log"))
     assert "Iter(train) [1/1]" in logs and "mIoU" in logs
 

@@ -23,7 +23,7 @@ value   ADE class      what is drawn
 1       wall           the background: grey-ish diagonal stripes with noise
 2       building       axis-aligned rectangles with a brick pattern, reddish
 3       sky            ellipses with a smooth blue gradient
-4       floor          triangles with a brown checkerboard
+4       floor          triangles with a sand-coloured checkerboard
 5       tree           blobs (unions of discs) of speckled green
 ======  =============  ==================================================================
 
@@ -87,10 +87,10 @@ def _sky(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray
 
 
 def _floor(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    """Brown checkerboard."""
-    light = np.array([160, 120, 70]) + rng.uniform(-15, 15, size=3)
-    dark = light * rng.uniform(0.45, 0.6)
-    cell = rng.integers(5, 9)
+    """Sand-coloured checkerboard."""
+    light = np.array([215, 185, 110]) + rng.uniform(-15, 15, size=3)
+    dark = light * rng.uniform(0.35, 0.5)
+    cell = rng.integers(4, 8)
     check = (((yy // cell) + (xx // cell)) % 2).astype(bool)
     img = np.where(check[..., None], light, dark)
     return img + rng.normal(0, 5, size=(*yy.shape, 3))
@@ -121,7 +121,7 @@ def _ellipse_mask(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> n
 
 def _triangle_mask(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     h, w = yy.shape
-    size = rng.uniform(0.25, 0.45) * min(h, w)
+    size = rng.uniform(0.4, 0.65) * min(h, w)
     cy, cx = rng.uniform(size / 2, h - size / 2), rng.uniform(size / 2, w - size / 2)
     rot = rng.uniform(0, 2 * np.pi)
     angles = rot + np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3])
