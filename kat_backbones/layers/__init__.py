@@ -2,6 +2,7 @@
 
 from .group_rational import GroupRational, rational_second_moment
 from .kan import KAN, KanInit, kan_init_
+from .karat import FourierKArAt, KArAtAttention, KArAtWindowAttention  # after GroupRational (FLOP counter)
 from .rational_init import RATIONAL_INITS, available_inits, get_rational_init
 
 __all__ = [
@@ -13,4 +14,7 @@ __all__ = [
     "RATIONAL_INITS",
     "available_inits",
     "get_rational_init",
+    "FourierKArAt",
+    "KArAtAttention",
+    "KArAtWindowAttention",
 ]
