@@ -104,6 +104,9 @@ def test_final_norm_and_bad_args():
     assert isinstance(model.norm, torch.nn.LayerNorm)
     with pytest.raises(ValueError, match="out_indices"):
         small_model(out_indices=(4,))
+    with pytest.raises(ValueError, match="global_blocks"):
+        small_model(global_blocks=(2, 5))
+    assert small_model(global_blocks=(-1,)).blocks[3].window_size == 0
     with pytest.raises(ValueError, match="arch"):
         KATDense("huge")
     with pytest.raises(ValueError, match="missing"):

@@ -163,7 +163,8 @@ class KATDense(nn.Module):
         patch_size (int): Patch size. Defaults to 16.
         in_channels (int): Input channels. Defaults to 3.
         window_size (int): Window of the local-attention blocks; 0 makes every block global. Defaults to 14.
-        global_blocks (Sequence[int]): Blocks with global attention. Defaults to ``(2, 5, 8, 11)``.
+        global_blocks (Sequence[int]): Blocks with global attention (negative indices count from the end).
+            Defaults to ``(2, 5, 8, 11)``.
         out_indices (Sequence[int]): Blocks whose outputs are returned (negative indices count from the end).
             Defaults to ``(11,)``.
         mlp_type (str): ``'kan'`` (GR-KAN, the KAT) or ``'mlp'`` (timm's GELU Mlp, the ViT baseline).
@@ -221,7 +222,9 @@ class KATDense(nn.Module):
         self.img_size = _to_2tuple(img_size)
         self.patch_size = int(patch_size)
         self.window_size = int(window_size)
-        self.global_blocks = tuple(int(i) % self.num_layers for i in global_blocks)
+        self.global_blocks = tuple(int(i) + self.num_layers if int(i) < 0 else int(i) for i in global_blocks)
+        if any(not 0 <= i < self.num_layers for i in self.global_blocks):
+            raise ValueError(f"global_blocks {tuple(global_blocks)} out of range for depth {self.num_layers}")
         self.mlp_type = mlp_type
         self.final_norm = final_norm
         self.with_cp = with_cp
