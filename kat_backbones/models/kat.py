@@ -22,13 +22,14 @@ for the reference code's trunc_normal(std=0.02), with which the released checkpo
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, Mapping
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from kat_backbones.layers import KAN, KanInit, kan_init_
+from kat_backbones.layers.karat import AttnType, vit_karat_attn_layer
 
 __all__ = ["KAT_ARCHS", "create_kat"]
 
@@ -72,6 +73,8 @@ def create_kat(
     num_groups: int = 8,
     rational_order: tuple[int, int] = (5, 4),
     shared_numerator: bool = True,
+    attn_type: AttnType = "softmax",
+    attn_cfg: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> VisionTransformer:
     """Builds a KAT model: timm's VisionTransformer with ``mlp_layer=KAN`` through ``build_model_with_cfg``.
@@ -86,10 +89,26 @@ def create_kat(
         num_groups: rational groups per KAN layer. Defaults to 8.
         rational_order: (m, n) of the rationals. Defaults to (5, 4).
         shared_numerator: one numerator per rational (the released layout). Defaults to True.
+        attn_type: ``'softmax'`` (timm's attention) or ``'fourier_karat'`` (Fourier-KArAt,
+            :mod:`kat_backbones.layers.karat`; N = 197 at 224/16, fixed by ``img_size``). Defaults to ``'softmax'``.
+        attn_cfg: Fourier-KArAt settings ``grid`` (3), ``rank`` (12), ``mode`` (``'blockwise'`` or
+            ``'universal'``: one operator per head shared by all blocks), ``init_std`` (None: variance-preserving).
+            Defaults to None.
         **kwargs: VisionTransformer arguments (``img_size``, ``drop_path_rate``, ``num_classes``, ...) and timm
             builder arguments (``features_only``, ``out_indices``, ...).
     """
     out_indices = kwargs.pop("out_indices", 3)
+    # --- Fourier-KArAt (kat_backbones.layers.karat) -------------------------------------------------------------
+    if attn_type == "fourier_karat":
+        kwargs["attn_layer"] = vit_karat_attn_layer(
+            attn_cfg, kwargs["num_heads"], img_size=kwargs.get("img_size", 224),
+            patch_size=kwargs.get("patch_size", 16),
+            num_prefix_tokens=int(kwargs.get("class_token", True)) + int(kwargs.get("reg_tokens", 0)),
+            dynamic_img_size=kwargs.get("dynamic_img_size", False),
+        )
+    elif attn_type != "softmax" or attn_cfg:
+        raise ValueError(f"attn_type must be 'softmax' (without attn_cfg) or 'fourier_karat', got {attn_type!r}")
+    # -------------------------------------------------------------------------------------------------------------
     kwargs.setdefault(
         "mlp_layer",
         partial(
