@@ -182,6 +182,14 @@ class KATDense(nn.Module):
         final_norm (bool): Apply a final LayerNorm (``norm``) to the output of the last block. Defaults to False.
         with_cp (bool): Activation checkpointing of every block while training (saves memory, costs one more
             forward). Defaults to False.
+        attn_type (str): ``'softmax'`` or ``'fourier_karat'`` (Fourier-KArAt, :mod:`kat_backbones.layers.karat`).
+            KArAt's operator is fixed to a token count: N = ``window_size ** 2`` in window blocks, N = the
+            ``img_size`` grid in global blocks (another input grid raises an error there). Defaults to
+            ``'softmax'``.
+        attn_cfg (dict, optional): Fourier-KArAt settings: ``grid`` (3), ``rank`` (12), ``mode``
+            (``'blockwise'``, or ``'universal'``: one operator per head and token count shared by all blocks,
+            registered as ``karat_universal``), ``init_std`` (None: variance-preserving), ``global_attn``
+            (``'fourier_karat'``, or ``'softmax'`` to keep the global blocks on softmax). Defaults to None.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH, prefix=None)`` loads a timm-format KAT
             or ViT checkpoint (``.pth``/``.safetensors``/``timm:NAME``) in :meth:`init_weights`. Defaults to None.
     """
@@ -204,6 +212,8 @@ class KATDense(nn.Module):
         pretrain_img_size: int | Sequence[int] = 224,
         final_norm: bool = False,
         with_cp: bool = False,
+        attn_type: Literal["softmax", "fourier_karat"] = "softmax",
+        attn_cfg: Mapping[str, Any] | None = None,
         init_cfg: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
@@ -255,6 +265,14 @@ class KATDense(nn.Module):
         feat_hw = (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
         dpr = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
         mlp_layer = _make_mlp_layer(mlp_type, kan_cfg)
+        # --- Fourier-KArAt (kat_backbones.layers.karat): shared operators registered before the blocks, so that
+        # parameter-wise rules (layer decay) see them as `karat_universal.*`, not as parameters of block 0
+        self.attn_type = attn_type
+        if attn_type not in ("softmax", "fourier_karat") or (attn_type == "softmax" and attn_cfg):
+            raise ValueError(f"attn_type must be 'softmax' (without attn_cfg) or 'fourier_karat', got {attn_type!r}")
+        universal = attn_type == "fourier_karat" and (attn_cfg or {}).get("mode") == "universal"
+        self.karat_universal = nn.ModuleDict() if universal else None
+        # ---------------------------------------------------------------------------------------------------------
         self.blocks = nn.ModuleList(
             Block(
                 dim=self.embed_dims,
@@ -271,6 +289,11 @@ class KATDense(nn.Module):
             )
             for i in range(self.num_layers)
         )
+        if attn_type == "fourier_karat":  # Fourier-KArAt: N of global blocks = the token grid of img_size
+            from kat_backbones.layers.karat import apply_karat_to_dense_blocks
+
+            grid_hw = (-(-self.img_size[0] // self.patch_size), -(-self.img_size[1] // self.patch_size))
+            apply_karat_to_dense_blocks(self.blocks, grid_hw, attn_cfg, shared=self.karat_universal)
         self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6) if final_norm else nn.Identity()
         self._init_random_weights()
 
