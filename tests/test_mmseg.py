@@ -284,6 +284,9 @@ def test_demo_config_runner_train_and_iou(ade_demo, tmp_path):
 @pytest.mark.slow
 def test_train_script_kat_b_one_iteration(ade_demo, tmp_path):
     """`tools/train.py configs/mmseg/kat_b_upernet.py` on CPU (AMP -> fp32 and SyncBN -> BN done by train.py)."""
+    cfg = load_cfg("kat_b_upernet.py")  # the pipeline indices overridden below
+    assert [t.type for t in cfg.train_dataloader.dataset.pipeline[2:4]] == ["RandomResize", "RandomCrop"]
+    assert cfg.val_dataloader.dataset.pipeline[1].type == "Resize"
     work_dir = tmp_path / "work"
     options = {
         "train_dataloader.dataset.data_root": str(ade_demo),
@@ -328,15 +331,11 @@ DOWNSTREAM_CFG = """
 """
 
 
-def test_downstream_config_outside_repo(tmp_path):
+def test_downstream_config_outside_repo(tmp_path, monkeypatch):
     cfg_path = tmp_path / "my_kat_upernet.py"
     cfg_path.write_text(textwrap.dedent(DOWNSTREAM_CFG))
-    cwd = os.getcwd()
-    os.chdir(tmp_path)  # nothing from the repo on the path but the installed package
-    try:
-        cfg = Config.fromfile(str(cfg_path))
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(tmp_path)  # a user's working directory: no configs/ of this repository around
+    cfg = Config.fromfile(str(cfg_path))
     assert cfg.model.decode_head.type == "UPerHead" and cfg.model.neck.type == "MultiLevelNeck"
     cfg.model.decode_head.channels = 64
     cfg.model.auxiliary_head.channels = 32
