@@ -5,10 +5,12 @@
 
 One train step = forward, cross-entropy loss, backward, AdamW step, zero_grad. Time: the two models' steps are
 interleaved (A B A B ...) after warm-up, so load from other processes hits both alike; the median per model and the
-ratio KAT / ViT are printed. Peak memory: each model runs in a fresh subprocess and reports the growth of its peak
-resident set size (VmHWM, reset after the build) over the RSS measured after building the model and optimizer, i.e.
-activations + gradients + optimizer state + allocator overhead of the train steps; the ratio KAT / ViT is printed. As a
-deterministic complement, the bytes autograd saves for backward in one forward pass are counted for both models.
+ratio KAT / ViT are printed. On a busy machine use ``--threads 1 --timer proc`` (CPU time of this process).
+
+Peak memory: each model runs in a fresh subprocess and reports the growth of its peak resident set size (VmHWM,
+reset after the build) over the RSS measured after building the model and optimizer, i.e. activations + gradients +
+optimizer state + allocator overhead of the train steps; the ratio KAT / ViT is printed. As a deterministic
+complement, the bytes autograd saves for backward in one forward pass are counted for both models.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model (default: 5)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up steps per model (default: 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--timer", choices=("wall", "proc"), default="wall",
+                        help="wall clock, or this process's CPU time (robust to other load; use with --threads 1)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -120,17 +124,18 @@ def main(argv: list[str] | None = None) -> int:
         return _memory_child(args)
 
     print(f"torch {torch.__version__}, timm {timm.__version__}, threads {torch.get_num_threads()}, "
-          f"batch {args.batch}, img {args.img_size}, device cpu")
+          f"batch {args.batch}, img {args.img_size}, device cpu, timer {args.timer}")
     built = {name: _make(name, args) for name in (args.kat, args.vit)}
     for _ in range(args.warmup):
         for _, step, _ in built.values():
             step()
+    clock = time.process_time if args.timer == "proc" else time.perf_counter
     times: dict[str, list[float]] = {name: [] for name in built}
     for _ in range(args.steps):
         for name, (_, step, _) in built.items():
-            start = time.perf_counter()
+            start = clock()
             step()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     med = {name: statistics.median(t) for name, t in times.items()}
     for name, t in times.items():
         print(f"{name:<28} train step: median {med[name] * 1e3:8.1f} ms  (min {min(t) * 1e3:.1f}, "
