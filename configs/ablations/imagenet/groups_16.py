@@ -1,0 +1,4 @@
+# Ablation, classification (KAT-T/16): 16 rational groups per GR-KAN activation (baseline: 8).
+# Demo scale; full scale: _base_ = '../../imagenet/kat_t_in1k.py'.
+_base_ = '../../imagenet/kat_t_demo.py'
+model = dict(num_groups=16)

@@ -1,0 +1,4 @@
+# Ablation, segmentation (KAT-T UperNet): act2 initialised as GELU (baseline: swish).
+# Demo scale; full scale: _base_ = '../../mmseg/kat_t_upernet.py'.
+_base_ = '../../mmseg/kat_t_upernet_demo.py'
+model = dict(backbone=dict(kan_cfg=dict(act_init='gelu')))
