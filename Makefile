@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 SETUP_STAMP := .venv/.kat_setup_ok
 
-.PHONY: setup test demo lint bench build clean
+.PHONY: setup test demo demo-cls lint bench build clean
 
 # Idempotent: the full set-up runs when its inputs changed (or .venv is missing); `make setup` always re-checks.
 $(SETUP_STAMP): constraints.txt requirements.txt setup.py tools/setup_env.sh
@@ -22,6 +22,10 @@ test: $(SETUP_STAMP) build
 
 demo: $(SETUP_STAMP) build
 	$(PY) tools/smoke_demo.py
+
+# KAT-T classification on the synthetic ImageFolder set (CPU, a few minutes): see docs/classification.md.
+demo-cls: $(SETUP_STAMP) build
+	$(PY) tools/demo_cls.py
 
 lint: $(SETUP_STAMP)
 	.venv/bin/ruff check .

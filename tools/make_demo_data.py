@@ -20,6 +20,7 @@ from pathlib import Path
 TASKS = {
     "coco": ("kat_backbones.demo_data.coco", "make_coco_demo"),
     "ade": ("kat_backbones.demo_data.ade", "make_ade_demo"),
+    "imagenet": ("kat_backbones.demo_data.imagenet", "make_imagenet_demo"),
 }
 
 

@@ -1,0 +1,7 @@
+# KAT-B* (paper: 82.8 top-1): KAT-B/16 initialised from a timm ViT-B/DeiT checkpoint, then the same recipe.
+# The checkpoint is converted on load by kat_backbones.convert (every ViT weight copied, fc1/fc2 unchanged; the
+# rationals keep their init: act1 identity, act2 gelu, so the start approximates the GELU ViT). Any timm
+# ViT/DeiT state dict (.pth/.safetensors) of this size works, e.g. from timm's deit_base_patch16_224 or
+# vit_base_patch16_224 weights; see docs/classification.md.
+_base_ = './kat_b_in1k.py'
+model = dict(model_name='kat_base_gelu_patch16_224', checkpoint='pretrain/deit_base_patch16_224.pth')
