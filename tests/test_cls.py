@@ -213,6 +213,11 @@ def test_classifier_checkpoint_vit_to_kat(tmp_path):
     save_state_dict_file(model.model.state_dict(), kat_path)
     again = tiny_classifier(model_name="kat_tiny_gelu_patch16_224", checkpoint=str(kat_path))
     assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in sd.items())
+    # the weights of a TimmClassifier run ('state_dict' with 'model.' keys, as mmengine saves them)
+    run_path = tmp_path / "run.pth"
+    torch.save(dict(state_dict=model.state_dict()), run_path)
+    from_run = tiny_classifier(model_name="kat_tiny_gelu_patch16_224", checkpoint=str(run_path))
+    assert all(torch.equal(v, from_run.model.state_dict()[k]) for k, v in sd.items())
 
 
 # --------------------------------------------------------------------------------------------------- configs

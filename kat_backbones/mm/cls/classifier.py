@@ -71,10 +71,10 @@ class TimmClassifier(BaseModel):
         pretrained (bool): Load timm's pretrained weights for ``model_name`` (``pretrained_cfg_overlay=dict(file=...)``
             in ``model_kwargs`` points timm at a local file). Defaults to False.
         checkpoint (str, optional): A ``.pth``/``.safetensors`` state dict loaded at construction through
-            :func:`kat_backbones.convert.load_kat_weights`: a KAT checkpoint loads as is, a timm ViT/DeiT checkpoint
-            is converted (the paper's KAT* transfer: ViT weights copied, rationals keep their init). A classifier
-            head whose shape differs from the model's (another ``num_classes``) keeps its fresh init. Defaults to
-            None.
+            :func:`kat_backbones.convert.load_kat_weights`: a KAT checkpoint (timm layout, or the ``state_dict`` of a
+            TimmClassifier run) loads as is; a timm ViT/DeiT checkpoint is converted (the paper's KAT* transfer: ViT
+            weights copied, rationals keep their init). A classifier head whose shape differs from the model's
+            (another ``num_classes``) keeps its fresh init. Defaults to None.
         mixup (dict, optional): Arguments of :class:`timm.data.Mixup` (``mixup_alpha``, ``cutmix_alpha``, ``prob``,
             ``switch_prob``, ``mode``, ``label_smoothing``, ...); ``num_classes`` is filled in. Defaults to None.
         label_smoothing (float): Label smoothing without mixup, and Mixup's ``label_smoothing`` unless ``mixup``
@@ -127,6 +127,8 @@ class TimmClassifier(BaseModel):
         logger = MMLogger.get_current_instance()
         state = load_state_dict_file(path)
         target = self.model.state_dict()
+        if state and all(k.startswith("model.") for k in state) and not any(k.startswith("model.") for k in target):
+            state = {k[len("model."):]: v for k, v in state.items()}  # weights saved from a TimmClassifier
         head = getattr(self.model, "pretrained_cfg", {}).get("classifier", "head")
         heads = (head,) if isinstance(head, str) else tuple(head)
         reset = [
