@@ -131,8 +131,9 @@ def create_kat(
     return model
 
 
-def _entry(size: str, act_init: str, variant: str, pretrained: bool, **kwargs: Any) -> VisionTransformer:
-    return create_kat(variant, pretrained=pretrained, **{**KAT_ARCHS[size], "act_init": act_init, **kwargs})
+def _entry(size: str, default_act_init: str, variant: str, pretrained: bool, **kwargs: Any) -> VisionTransformer:
+    # an explicit act_init=... (e.g. the act2-init ablation) overrides the entry point's default
+    return create_kat(variant, pretrained=pretrained, **{**KAT_ARCHS[size], "act_init": default_act_init, **kwargs})
 
 
 @register_model
