@@ -8,9 +8,9 @@ Both detectors are built from the configs (recipe heads, RoI counts and optimize
 pretrained weights; on CPU OptimWrapper instead of AmpOptimWrapper) at ``--size`` (backbone ``img_size``, fixed-size
 padding) and trained on the same packed batch from ``mmdet.testing.demo_mm_inputs``. One iteration = data
 preprocessor + loss forward + backward + optimizer step. Timings are medians of ``torch.utils.benchmark`` blocked
-auto-ranges, alternated between the two models for ``--rounds`` rounds (CUDA: synchronised per iteration). The
-backbone alone (forward + backward) is timed the same way. Printed: both times and the ratio first/second
-(target for KAT vs ViT: <= 1.10).
+auto-ranges (wall clock, or with ``--timer process`` this process's CPU time), alternated between the two models for
+``--rounds`` rounds (CUDA: synchronised per iteration). The backbone alone (forward + backward) is timed the same
+way. Printed: both times and the ratio first / second (target for KAT vs ViT: <= 1.10).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
+import timeit
 from pathlib import Path
 from typing import Callable
 
@@ -39,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU (default: torch's)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per model (default: 3)")
     parser.add_argument("--min-run-time", type=float, default=2.0, help="seconds per blocked_autorange (default: 2)")
+    parser.add_argument("--timer", choices=["wall", "process"], default="wall",
+                        help="wall clock, or this process's CPU time (CPU only; with --threads 1 it is the compute "
+                        "time, unaffected by other load on a shared machine) (default: wall)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     return parser.parse_args(argv)
 
@@ -98,7 +103,9 @@ def backbone_step_fn(model, packed, device: str) -> Callable[[], None]:
     return step
 
 
-def alternate(fns: list[Callable[[], None]], rounds: int, min_run_time: float) -> list[float]:
+def alternate(
+    fns: list[Callable[[], None]], rounds: int, min_run_time: float, timer: Callable[[], float] = timeit.default_timer
+) -> list[float]:
     """Median seconds per call of each function, timed in alternation."""
     for fn in fns:  # warm-up (allocator, lazy inits, autotuning)
         fn()
@@ -106,7 +113,8 @@ def alternate(fns: list[Callable[[], None]], rounds: int, min_run_time: float) -
     medians: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
         for i, fn in enumerate(fns):
-            measurement = Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
+            timed = Timer(stmt="fn()", globals={"fn": fn}, timer=timer)
+            measurement = timed.blocked_autorange(min_run_time=min_run_time)
             medians[i].append(measurement.median)
     return [statistics.median(m) for m in medians]
 
@@ -127,11 +135,15 @@ def main(argv: list[str] | None = None) -> int:
         train_steps.append(train_step_fn(model, optim_wrapper, packed, args.device))
         backbone_steps.append(backbone_step_fn(model, packed, args.device))
 
-    train = alternate(train_steps, args.rounds, args.min_run_time)
-    backbone = alternate(backbone_steps, args.rounds, args.min_run_time)
+    if args.timer == "process" and args.device != "cpu":
+        raise SystemExit("benchmark_det: --timer process measures CPU time; use it with --device cpu")
+    timer = time.process_time if args.timer == "process" else timeit.default_timer
+    train = alternate(train_steps, args.rounds, args.min_run_time, timer)
+    backbone = alternate(backbone_steps, args.rounds, args.min_run_time, timer)
 
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"Mask R-CNN train iteration, {args.batch}x3x{args.size}x{args.size}, {device}, torch {torch.__version__}")
+    print(f"Mask R-CNN train iteration, {args.batch}x3x{args.size}x{args.size}, {device}, {args.timer} time, "
+          f"torch {torch.__version__}")
     print(f"{'config':<24}{'params (M)':>12}{'backbone (M)':>14}{'train iter (ms)':>18}{'backbone f+b (ms)':>20}")
     for name, model, t, b in zip(names, models, train, backbone):
         params = sum(p.numel() for p in model.parameters()) / 1e6
