@@ -71,6 +71,15 @@ def fake_batch(batch: int, size: int, num_classes: int, seed: int = 0) -> dict:
     return dict(inputs=inputs, data_samples=samples)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads made these tests ~10x slower."""
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num_threads)
+
+
 @pytest.fixture(scope="module")
 def ade_demo(tmp_path_factory) -> Path:
     return make_ade_demo(tmp_path_factory.mktemp("data"), num_train=8, num_val=4, size=128, seed=0)
@@ -263,6 +272,11 @@ def test_demo_config_runner_train_and_iou(ade_demo, tmp_path):
         cfg[loader].persistent_workers = False
         cfg[loader].dataset.data_root = str(ade_demo)
     cfg.train_dataloader.batch_size = 2
+    # 64x64 crops (the demo config's are 128): same pipeline, a quarter of the pixels
+    train_pipeline, val_pipeline = cfg.train_dataloader.dataset.pipeline, cfg.val_dataloader.dataset.pipeline
+    assert [t.type for t in train_pipeline[2:4]] == ["RandomResize", "RandomCrop"] and val_pipeline[1].type == "Resize"
+    train_pipeline[2].scale = val_pipeline[1].scale = (128, 64)
+    train_pipeline[3].crop_size = cfg.model.data_preprocessor.size = (64, 64)
     cfg.train_cfg.max_iters = 20
     cfg.train_cfg.val_interval = 20
     cfg.param_scheduler[0].end = 5
@@ -310,7 +324,7 @@ def test_train_script_kat_b_one_iteration(ade_demo, tmp_path):
     }
     cmd = [sys.executable, str(REPO / "tools" / "train.py"), str(CONFIG_DIR / "kat_b_upernet.py"), "--cpu"]
     cmd += ["--work-dir", str(work_dir), "--cfg-options", *(f"{k}={v}" for k, v in options.items())]
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "CPU run: optim_wrapper.type: AmpOptimWrapper -> OptimWrapper" in proc.stdout + proc.stderr
