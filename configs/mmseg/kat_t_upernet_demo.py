@@ -5,7 +5,7 @@
 #
 # Same pipeline/dataset class as the full recipe (ADE20KDataset, reduce_zero_label); the dataset is restricted to the
 # five ADE classes the demo images contain (kat_backbones.demo_data.ade.DEMO_CLASSES), so mmseg remaps the ADE ids
-# 1..5 to 0..4 and IoUMetric reports those five. Plain OptimWrapper (no AMP), BN instead of SyncBN, trained from scratch.
+# 1..5 to 0..4 and IoUMetric reports those five. Plain OptimWrapper (no AMP), BN instead of SyncBN, from scratch.
 _base_ = './kat_t_upernet.py'
 
 data_root = 'data/ade/ADEChallengeData2016'
