@@ -7,4 +7,4 @@ _base_ = '../../mmdet/kat_t_maskrcnn_demo.py'
 model = dict(
     backbone=dict(
         kan_cfg=dict(act_init='gelu'),
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/demo_kat_tiny_gelu_from_vit.pth')))
+        init_cfg=dict(_delete_=True, type='Pretrained', checkpoint='pretrain/demo_kat_tiny_gelu_from_vit.pth')))
