@@ -22,7 +22,7 @@ Parameters per head per block: ``a`` and ``b`` of shape (r, N, G) each (stored t
 paper's counts).
 
 Initialisation (``init_std``): the paper draws every coefficient from N(0, 1), which at N = 197, G = 3, r = 12 gives
-attention weights with std ~60 and blows activations up by orders of magnitude per block (tests/test_karat.py,
+attention weights with std ~84 and blows activations up by orders of magnitude per block (tests/test_karat.py,
 ``tools/benchmark_karat.py --init-study``). The default ``init_std=None`` is variance-preserving instead:
 ``a, b ~ N(0, 1 / (N G))`` so that ``Phi`` has unit variance, and ``W ~ N(0, 1 / (N r))`` so that an attention row
 has unit squared norm and ``attn @ v`` keeps the variance of ``v``. A float ``init_std`` draws all three from
