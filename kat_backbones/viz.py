@@ -1,9 +1,8 @@
 """Helpers shared by the plotting tools (``tools/plot_rationals.py``, ``tools/visualize.py``, ``tools/plot_curves.py``).
 
-- Checkpoint reading with ``torch.load(weights_only=True)`` only: mmengine Runner checkpoints pickle a
-  ``HistoryBuffer`` (message hub) and numpy objects, which torch >= 2.6 refuses by default. :func:`checkpoint_globals`
-  scans the file (without unpickling it) and allow-lists exactly the mmengine/numpy globals it names; any other
-  foreign global is an error, and ``weights_only=False`` is never used.
+- Checkpoint reading with ``torch.load(weights_only=True)`` only (:func:`load_checkpoint_file`): mmengine Runner
+  checkpoints pickle a ``HistoryBuffer`` (message hub) and numpy objects, read through the allow-list of
+  :mod:`kat_backbones.mm.checkpoint`.
 - The rationals of a state dict (:func:`find_rationals`) and their values on a grid through THE formula
   (:func:`kat_backbones.ops.rational_1d`), next to the function they were initialised as (:func:`init_curve`).
 - Figures of a fixed pixel size (:func:`new_figure`, :func:`save_figure`), so tests can check what a tool wrote.
@@ -11,12 +10,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -28,8 +25,6 @@ from kat_backbones.ops import rational_1d
 __all__ = [
     "DPI",
     "RationalEntry",
-    "allow_checkpoint_globals",
-    "checkpoint_globals",
     "load_checkpoint_file",
     "find_rationals",
     "parse_index_list",
@@ -46,98 +41,24 @@ DPI = 100
 # checkpoints
 # --------------------------------------------------------------------------------------------------------------------
 
-_ALLOWED_MODULES = ("mmengine", "numpy")
-"""Packages whose classes/functions a checkpoint may reference (mmengine's message hub, numpy arrays and scalars)."""
-
-
-def _history_buffer_getattr(obj: object, name: str) -> object:
-    """``getattr`` as pickled by mmengine's ``HistoryBuffer`` (its statistics methods ``HistoryBuffer.min`` ...).
-
-    Stands in for ``builtins.getattr`` while a checkpoint is unpickled: only public statistics methods of the
-    ``HistoryBuffer`` class are reachable through it, nothing else.
-    """
-    from mmengine.logging import HistoryBuffer
-
-    statistics = {"min", "max", "mean", "current", *HistoryBuffer._statistics_methods}  # filled lazily by mmengine
-    if isinstance(obj, type) and issubclass(obj, HistoryBuffer) and name in statistics:
-        return getattr(obj, name)
-    raise RuntimeError(f"checkpoint asks for getattr({obj!r}, {name!r}); only HistoryBuffer statistics are allowed")
-
-
-def _resolve_global(qualname: str) -> object:
-    """Imports ``package.module.Name`` (the longest importable module prefix, then attributes)."""
-    parts = qualname.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        for attr in parts[cut:]:
-            obj = getattr(obj, attr)
-        return obj
-    raise ImportError(f"cannot import {qualname!r}")
-
-
-def checkpoint_globals(path: str | os.PathLike) -> list:
-    """The globals to allow-list so that ``torch.load(path, weights_only=True)`` reads ``path``.
-
-    The file's pickle is scanned (``torch.serialization.get_unsafe_globals_in_checkpoint``, nothing is executed).
-    mmengine and numpy classes/functions are returned as objects; ``builtins.getattr`` (pickled by mmengine's
-    ``HistoryBuffer``) is mapped to a getattr restricted to HistoryBuffer's statistics methods. Uses the allow-list
-    of ``kat_backbones.mm.checkpoint`` when that module provides one.
-
-    Raises:
-        pickle.UnpicklingError: the file needs a global from another package (it is not a state dict or mmengine
-            checkpoint; refuse to load it rather than unpickle arbitrary objects).
-    """
-    import pickle
-
-    path = os.fspath(path)
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # legacy (non-zip) format: nothing to scan, torch.load reports what it refuses
-        names = []
-    allowed: list = []
-    refused = []
-    for name in names:
-        if name in ("builtins.getattr", "__builtin__.getattr"):
-            allowed.append((_history_buffer_getattr, name))
-        elif name.split(".", 1)[0] in _ALLOWED_MODULES:
-            allowed.append(_resolve_global(name))
-        else:
-            refused.append(name)
-    if any(name.split(".", 1)[0] == "numpy" for name in names):
-        # arrays rebuild their dtype at load time (np.dtype('f8') -> numpy.dtypes.Float64DType), which the scan
-        # cannot see: allow numpy's dtype classes too
-        import numpy
-
-        allowed += [getattr(numpy.dtypes, n) for n in dir(numpy.dtypes) if n.endswith("DType")]
-    if refused:
-        raise pickle.UnpicklingError(
-            f"{path}: refusing to unpickle globals {refused} (only tensors, mmengine and numpy objects are read; "
-            "torch.load(weights_only=False) is never used)"
-        )
-    return allowed
-
-
-@contextlib.contextmanager
-def allow_checkpoint_globals(path: str | os.PathLike) -> Iterator[None]:
-    """Context in which ``torch.load(path)`` with the default ``weights_only=True`` (e.g. mmengine's
-    ``load_checkpoint`` called by ``mmdet.apis.init_detector``) accepts the mmengine/numpy objects of ``path``."""
-    with torch.serialization.safe_globals(checkpoint_globals(path)):
-        yield
-
 
 def load_checkpoint_file(path: str | os.PathLike) -> dict:
-    """Reads a checkpoint with ``torch.load(weights_only=True)`` on CPU: a state dict, a ``{'state_dict': ...,
-    'meta': ...}`` mmengine checkpoint (message hub included) or a ``.safetensors`` file (returned as a dict)."""
+    """Reads a checkpoint on CPU with ``torch.load(weights_only=True)`` (never ``weights_only=False``).
+
+    A state dict, a ``{'state_dict': ..., 'meta': ...}`` checkpoint, or an mmengine Runner checkpoint: its message hub
+    (``HistoryBuffer``, numpy arrays) is read through the allow-list of :mod:`kat_backbones.mm.checkpoint`
+    (:func:`~kat_backbones.mm.checkpoint.safe_torch_load`). A ``.safetensors`` file is returned as a dict of tensors.
+    """
     path = os.fspath(path)
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
         return dict(load_file(path, device="cpu"))
-    with allow_checkpoint_globals(path):
+    try:
+        from kat_backbones.mm.checkpoint import safe_torch_load
+    except ImportError:  # no OpenMMLab stack: plain state dicts only
         return torch.load(path, map_location="cpu", weights_only=True)
+    return safe_torch_load(path, map_location="cpu")
 
 
 # --------------------------------------------------------------------------------------------------------------------
