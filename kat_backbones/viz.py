@@ -187,10 +187,11 @@ def init_curve(name: str, order: tuple[int, int], x: torch.Tensor) -> tuple[torc
 
 
 def new_figure(width_in: float, height_in: float):
-    """A matplotlib figure (Agg, constrained layout) of exactly ``width_in`` x ``height_in`` inches at :data:`DPI`."""
-    import matplotlib
+    """A matplotlib figure (constrained layout) of exactly ``width_in`` x ``height_in`` inches at :data:`DPI`.
 
-    matplotlib.use("Agg", force=False)
+    A bare :class:`matplotlib.figure.Figure` (no pyplot, no global state): it renders with Agg when saved, whatever
+    the session's interactive backend.
+    """
     from matplotlib.figure import Figure
 
     # the pixel size is what the tests check: round the inches to whole pixels
