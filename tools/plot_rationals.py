@@ -153,7 +153,7 @@ def plot(entries: list[RationalEntry], out: str, x_range: tuple[float, float], a
             for g in range(entry.groups):
                 (line,) = ax.plot(x, y[g], color=colors[g], lw=1.2, alpha=0.9)
                 handles.setdefault(f"group {g}", line)
-            (init_line,) = ax.plot(x, y0, color="black", ls="--", lw=1.0)
+            (init_line,) = ax.plot(x, y0, color="black", ls=":" if entry.act == "act1" else "--", lw=1.1)
             handles.setdefault(init_label if entry.act == "act2" else "init: identity (act1)", init_line)
             dev = (y - y0).abs().max().item()
             where = f"block {entry.block}" if entry.block is not None else entry.name.rsplit(".", 1)[0]
