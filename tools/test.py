@@ -34,6 +34,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import kat_backbones  # noqa: E402, F401  (registers the kat_backbones scope)
 from kat_backbones.mm import convert_cfg_for_cpu, init_cpu_distributed  # noqa: E402
+from kat_backbones.mm.checkpoint import install_safe_checkpoint_loading  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,6 +88,7 @@ def build_cfg(args: argparse.Namespace) -> Config:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    install_safe_checkpoint_loading()  # mmengine checkpoints with weights_only=True (docs/reliability.md)
     cfg = build_cfg(args)
     runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
     runner.test()

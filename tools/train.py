@@ -10,6 +10,11 @@ The registry scope is the config's ``default_scope`` (``mmdet`` or ``mmseg``); `
 configs' ``custom_imports`` and ``kat_backbones.*`` types resolve. Without CUDA (or with ``--cpu``) the config is made
 CPU-runnable and the changes are logged: AmpOptimWrapper -> OptimWrapper, SyncBN/MMSyncBN -> BN, nccl -> gloo, and
 under ``--launcher pytorch`` a gloo process group with a CPU DDP wrapper.
+
+Reliability (docs/reliability.md): checkpoints load with ``weights_only=True`` and an allow-list of exactly the globals
+mmengine stores (:mod:`kat_backbones.mm.checkpoint`); ``kat_backbones.NonFiniteLossHook`` (stop at the first NaN/inf
+loss, exit status 3) and ``kat_backbones.RNGStateHook`` (random states in checkpoints, exact resume) are added to
+``custom_hooks`` unless ``--no-reliability-hooks``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from mmengine.runner import Runner  # noqa: E402
 
 import kat_backbones  # noqa: E402, F401  (registers the kat_backbones scope)
 from kat_backbones.mm import convert_cfg_for_cpu, init_cpu_distributed  # noqa: E402
+from kat_backbones.mm.checkpoint import install_safe_checkpoint_loading  # noqa: E402
+from kat_backbones.mm.hooks import NONFINITE_LOSS_EXIT_CODE, NonFiniteLossError, add_reliability_hooks  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="job launcher")
     parser.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
+    parser.add_argument(
+        "--no-reliability-hooks",
+        action="store_true",
+        help="don't add kat_backbones.NonFiniteLossHook and kat_backbones.RNGStateHook to custom_hooks",
+    )
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
     args = parser.parse_args(argv)
     if "LOCAL_RANK" not in os.environ:
@@ -102,6 +114,10 @@ def build_cfg(args: argparse.Namespace) -> Config:
         cfg.resume = True
         cfg.load_from = args.resume
 
+    if not args.no_reliability_hooks:
+        for change in add_reliability_hooks(cfg):
+            print_log(change, logger="current")
+
     if on_cpu:
         changes = convert_cfg_for_cpu(cfg)
         if args.launcher != "none":
@@ -113,9 +129,13 @@ def build_cfg(args: argparse.Namespace) -> Config:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    install_safe_checkpoint_loading()
     cfg = build_cfg(args)
     runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    try:
+        runner.train()
+    except NonFiniteLossError as err:  # logged by the hook; a distinct status for schedulers (don't just retry)
+        raise SystemExit(NONFINITE_LOSS_EXIT_CODE) from err
 
 
 if __name__ == "__main__":

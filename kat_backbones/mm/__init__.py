@@ -5,7 +5,9 @@ Imported by ``import kat_backbones`` when mmengine is installed; configs name th
 ``kat_backbones.LayerDecayOptimizerConstructor``.
 """
 
-from . import cls, registry  # noqa: F401  (cls: TimmClassifier, ImageFolderDataset, TimmTransform, Accuracy)
+# cls: TimmClassifier, ImageFolderDataset, TimmTransform, Accuracy; checkpoint: safe loading of mmengine checkpoints
+# (weights_only allow-list); hooks: NonFiniteLossHook, RNGStateHook
+from . import checkpoint, cls, hooks, registry  # noqa: F401
 from .backbone import KATBackbone
 from .cpu_compat import convert_cfg_for_cpu, init_cpu_distributed
 from .layer_decay import LayerDecayOptimizerConstructor, get_layer_id

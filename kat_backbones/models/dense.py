@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from functools import partial
 from typing import Any, Literal, Mapping, Sequence
 
@@ -232,6 +233,26 @@ class KATDense(nn.Module):
         self.img_size = _to_2tuple(img_size)
         self.patch_size = int(patch_size)
         self.window_size = int(window_size)
+        # --- build-time validation (docs/reliability.md) ------------------------------------------------------------
+        if self.img_size[0] % self.patch_size or self.img_size[1] % self.patch_size:
+            raise ValueError(
+                f"img_size {self.img_size} must be divisible by patch_size={self.patch_size}: the relative-position "
+                "tables and the Fourier-KArAt token count follow the img_size // patch_size grid (inputs of other "
+                "sizes are padded at run time)"
+            )
+        if self.window_size < 0:
+            raise ValueError(f"window_size must be >= 0 (0: every block global), got {self.window_size}")
+        grid = (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
+        if self.window_size > max(grid):
+            # ViTDet pads the grid to whole windows, so this runs; but every window block then attends over one
+            # padded window (global attention diluted by padding tokens). The CPU demos do this on purpose.
+            warnings.warn(
+                f"window_size={self.window_size} is larger than the token grid {grid} of img_size {self.img_size}: "
+                "each window block attends over one zero-padded window (no locality); use window_size <= "
+                f"{max(grid)} or window_size=0 for global attention",
+                stacklevel=2,
+            )
+        # ------------------------------------------------------------------------------------------------------------
         self.global_blocks = tuple(int(i) + self.num_layers if int(i) < 0 else int(i) for i in global_blocks)
         if any(not 0 <= i < self.num_layers for i in self.global_blocks):
             raise ValueError(f"global_blocks {tuple(global_blocks)} out of range for depth {self.num_layers}")

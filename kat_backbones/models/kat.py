@@ -98,6 +98,14 @@ def create_kat(
             builder arguments (``features_only``, ``out_indices``, ...).
     """
     out_indices = kwargs.pop("out_indices", 3)
+    # build-time validation (docs/reliability.md): timm would silently drop the border pixels
+    img_size, patch_size = kwargs.get("img_size", 224), kwargs.get("patch_size", 16)
+    img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    patch_hw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+    if not kwargs.get("dynamic_img_pad", False) and (img_hw[0] % patch_hw[0] or img_hw[1] % patch_hw[1]):
+        raise ValueError(
+            f"img_size {img_size} must be divisible by patch_size {patch_size} (or pass dynamic_img_pad=True)"
+        )
     # --- Fourier-KArAt (kat_backbones.layers.karat) -------------------------------------------------------------
     if attn_type == "fourier_karat":
         kwargs["attn_layer"] = vit_karat_attn_layer(
