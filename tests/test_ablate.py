@@ -264,3 +264,39 @@ def test_ablate_three_demo_configs(cls_demo_data, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done before, skipped") == 3
     assert (work_dir / "summary.md").read_text() == md
+
+
+def test_ablate_commands_failures_and_resume_flag(tmp_path, monkeypatch, capsys):
+    """Without training: the dist command, a failed run (reported, no result file, exit 1), --resume after a stop."""
+    ablate = load_tool("ablate")
+    configs = [str(ABLATION_DIR / "mmseg" / "baseline.py"), str(ABLATION_DIR / "mmseg" / "groups_4.py")]
+    work_dir = tmp_path / "ablate"
+    (work_dir / "groups_4").mkdir(parents=True)
+    (work_dir / "groups_4" / "last_checkpoint").write_text("iter_10.pth")  # an interrupted run
+
+    assert ablate.main([*configs, "--work-dir", str(work_dir), "--launcher", "pytorch", "--gpus", "2",
+                        "--dry-run", "--cfg-options", "train_cfg.max_iters=4"]) == 0
+    out = capsys.readouterr().out
+    assert "tools/dist_train.sh " + configs[0] + " 2 --work-dir" in out
+    assert "--resume --cfg-options train_cfg.max_iters=4" in out  # groups_4 continues from its checkpoint
+
+    calls = []
+
+    def fake_run(cmd, log_path, label, interactive):
+        calls.append(cmd)
+        return (0 if "baseline" in cmd[2] else 3), 1.5
+
+    monkeypatch.setattr(ablate, "run_one", fake_run)
+    monkeypatch.setattr(ablate, "collect_run_logs", lambda run_dir: dict(metrics={"mIoU": 10.0}, sec_per_iter=0.5))
+    assert ablate.main([*configs, "--work-dir", str(work_dir), "--no-flops"]) == 1
+    out = capsys.readouterr().out
+    assert "[2/2] groups_4: FAILED (exit code 3)" in out and len(calls) == 2
+    assert (work_dir / "baseline" / "ablate_result.json").is_file()
+    assert not (work_dir / "groups_4" / "ablate_result.json").exists()  # retried next time
+    with open(work_dir / "summary.csv") as f:
+        assert [(r["name"], r["status"], r["value"]) for r in csv.DictReader(f)] == [
+            ("baseline", "done", "10.0"), ("groups_4", "failed", "")]
+
+    calls.clear()
+    assert ablate.main([*configs, "--work-dir", str(work_dir), "--no-flops"]) == 1  # groups_4 fails again
+    assert len(calls) == 1 and "groups_4" in calls[0][2]
