@@ -376,7 +376,6 @@ def test_demo_runner_train_eval_and_test_tool(coco_demo, tmp_path):
     """The demo config through mmengine's Runner: 20 iterations, CocoMetric bbox + segm, then tools/test.py."""
     cfg = shrink_det_cfg(load_cfg("kat_t_maskrcnn_demo.py"), coco_demo, size=128, max_iters=20, head_channels=64)
     cfg.work_dir = str(tmp_path / "work")
-    cfg.default_hooks.checkpoint.save_last = False  # saved below as a plain state dict instead
     kat_mm.convert_cfg_for_cpu(cfg)
     runner = Runner.from_cfg(cfg)
     runner.train()
@@ -386,9 +385,9 @@ def test_demo_runner_train_eval_and_test_tool(coco_demo, tmp_path):
         assert f"val/{key}" in metrics, sorted(metrics)
         assert 0.0 <= metrics[f"val/{key}"].current() <= 1.0
 
-    # tools/test.py on the trained weights (a plain state-dict file: torch.load(weights_only=True) reads it)
-    ckpt = tmp_path / "demo_weights.pth"
-    torch.save({"state_dict": runner.model.state_dict()}, ckpt)
+    # tools/test.py on the Runner's checkpoint (mmengine format, loaded with weights_only=True + allow-list)
+    ckpt = tmp_path / "work" / "iter_20.pth"
+    assert ckpt.is_file()
     cfg_file = tmp_path / "demo_cfg.py"
     cfg.dump(str(cfg_file))
     out = tmp_path / "preds.pkl"
