@@ -18,6 +18,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -59,10 +60,11 @@ CLS_DEMO = REPO / "configs" / "imagenet" / "kat_t_demo.py"
 SEG_DEMO = REPO / "configs" / "mmseg" / "kat_t_upernet_demo.py"
 
 #: What a genuine mmengine 0.10.7 Runner checkpoint references beyond torch's default weights-only globals.
+_NP_CORE = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
 MMENGINE_GLOBALS = {
     "mmengine.logging.history_buffer.HistoryBuffer",
-    "numpy._core.multiarray._reconstruct",
-    "numpy._core.multiarray.scalar",
+    f"{_NP_CORE}.multiarray._reconstruct",
+    f"{_NP_CORE}.multiarray.scalar",
     "numpy.ndarray",
     "numpy.dtype",
     "builtins.getattr",
@@ -274,14 +276,14 @@ def test_sigkill_then_resume_matches_uninterrupted_run(cls_data, tmp_path):
 
     ref = train(ref_dir)
     run = train(run_dir)
-    deadline = time.monotonic() + 300
-    while not (run_dir / "last_checkpoint").exists():  # written once a checkpoint file is complete
+    deadline, last = time.monotonic() + 300, run_dir / "last_checkpoint"
+    while not (last.exists() and last.read_text().strip().endswith(".pth")):  # written once a checkpoint is complete
         assert run.poll() is None, (tmp_path / "run0.out").read_text()[-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.01)
     run.send_signal(signal.SIGKILL)
     assert run.wait() == -signal.SIGKILL
-    killed_at = Path((run_dir / "last_checkpoint").read_text().strip()).name
+    killed_at = Path(last.read_text().strip()).name
     assert killed_at in ("epoch_1.pth", "epoch_2.pth") and not (run_dir / "epoch_3.pth").exists()
     nohook_dir.mkdir()
     shutil.copy(run_dir / killed_at, nohook_dir / killed_at)
@@ -307,6 +309,19 @@ def test_sigkill_then_resume_matches_uninterrupted_run(cls_data, tmp_path):
     c = safe_torch_load(nohook_dir / "epoch_3.pth")  # mmengine alone: re-seeded random streams after the resume
     assert c["message_hub"]["log_scalars"]["train/loss"].data[0].tolist() != losses[0]
     assert not torch.equal(c["state_dict"]["model.head.weight"], a["state_dict"]["model.head.weight"])
+
+
+def test_mid_epoch_checkpoint_resume_is_flagged(cls_checkpoint, tmp_path):
+    """A checkpoint taken mid-epoch can't resume exactly with EpochBasedTrainLoop (it restarts the epoch): logged."""
+    cfg_file, ckpt = cls_checkpoint
+    checkpoint = safe_torch_load(ckpt)
+    checkpoint["meta"]["iter"] = 1  # as if saved after the first of the epoch's 2 iterations
+    mid = tmp_path / "iter_1.pth"
+    torch.save(checkpoint, mid)
+    work = tmp_path / "work"
+    load_tool("train").main([str(cfg_file), "--work-dir", str(work), "--cpu", "--resume", str(mid)])
+    log = "\n".join(p.read_text() for p in work.rglob("*.log"))
+    assert "the checkpoint was taken mid-epoch (iteration 1, 2 per epoch)" in log
 
 
 # ---------------------------------------------------------------------------------------------------------------------
