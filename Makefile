@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 SETUP_STAMP := .venv/.kat_setup_ok
 
-.PHONY: setup test demo demo-cls lint bench build clean
+.PHONY: setup test demo demo-cls demo-seg lint bench build clean
 
 # Idempotent: the full set-up runs when its inputs changed (or .venv is missing); `make setup` always re-checks.
 $(SETUP_STAMP): constraints.txt requirements.txt setup.py tools/setup_env.sh
@@ -21,11 +21,15 @@ test: $(SETUP_STAMP) build
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
 demo: $(SETUP_STAMP) build
-	$(PY) tools/smoke_demo.py
+	$(PY) tools/demo.py
 
 # KAT-T classification on the synthetic ImageFolder set (CPU, a few minutes): see docs/classification.md.
 demo-cls: $(SETUP_STAMP) build
 	$(PY) tools/demo_cls.py
+
+# KAT-T UperNet on the synthetic ADE20K-layout set (CPU, a few minutes): see docs/segmentation.md.
+demo-seg: $(SETUP_STAMP) build
+	$(PY) tools/demo_seg.py
 
 lint: $(SETUP_STAMP)
 	.venv/bin/ruff check .
