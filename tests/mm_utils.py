@@ -78,6 +78,7 @@ def shrink_det_cfg(
     hw = (size, size)
     model = cfg.model
     model.backbone.img_size = hw
+    model.backbone.window_size = min(model.backbone.get("window_size", 14), size // 16)  # window <= token grid
     model.backbone.init_cfg = None
     for aug in model.data_preprocessor.get("batch_augments") or []:
         aug["size"] = hw

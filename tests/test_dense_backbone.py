@@ -164,7 +164,7 @@ def test_load_timm_vit_checkpoint(tmp_path):
 
 def test_checkpoint_filter_resizes():
     """A 384 checkpoint (24x24 pos grid), a patch-8 kernel and ViTDet-layout rel-pos tables are all resized."""
-    model = KATDense("tiny", img_size=128)
+    model = KATDense("tiny", img_size=224)
     vit384 = timm.create_model("vit_tiny_patch16_384", pretrained=False)
     state = vit384.state_dict()
     state["patch_embed.proj.weight"] = torch.randn(192, 3, 8, 8)
@@ -185,5 +185,5 @@ def test_checkpoint_filter_resizes():
     torch.testing.assert_close(pos[:, 1:], nhwc["pos_embed"].reshape(1, 196, 192))
     # a detector checkpoint: prefix selects the backbone
     det = {f"backbone.{k}": v for k, v in model.state_dict().items()} | {"neck.w": torch.zeros(1)}
-    missing, unexpected = KATDense("tiny", img_size=128).load_pretrained(det, prefix="backbone.")
+    missing, unexpected = KATDense("tiny", img_size=224).load_pretrained(det, prefix="backbone.")
     assert missing == [] and unexpected == []

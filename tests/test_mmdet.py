@@ -91,7 +91,7 @@ def test_registry_scope(scope):
     scope_models = importlib.import_module(f"{scope}.registry").MODELS
     backbone = scope_models.build(
         dict(type="kat_backbones.KATBackbone", arch=dict(embed_dims=64, depth=2, num_heads=2), img_size=64,
-             out_indices=(-1,), global_blocks=(1,))
+             window_size=4, out_indices=(-1,), global_blocks=(1,))
     )
     assert isinstance(backbone, KATDense)
     assert scope_models.get("kat_backbones.SimpleFPN") is kat_mm.SimpleFPN
@@ -145,7 +145,7 @@ def test_layer_decay_constructor():
         def __init__(self):
             super().__init__()
             arch = dict(embed_dims=64, depth=4, num_heads=2)
-            self.backbone = KATDense(arch, img_size=64, global_blocks=(1, 3), out_indices=(-1,))
+            self.backbone = KATDense(arch, img_size=64, window_size=4, global_blocks=(1, 3), out_indices=(-1,))
             self.neck = ConvModule(64, 32, 3, norm_cfg=dict(type="kat_backbones.LN2d"))
 
     model = Detector()
@@ -298,7 +298,8 @@ def test_downstream_config_outside_repo(tmp_path):
         _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
         custom_imports = dict(imports=['kat_backbones'])
         model = dict(
-            backbone=dict(_delete_=True, type='kat_backbones.KATBackbone', arch='tiny', img_size=128),
+            backbone=dict(_delete_=True, type='kat_backbones.KATBackbone', arch='tiny', img_size=128,
+                          window_size=8),
             neck=dict(_delete_=True, type='kat_backbones.SimpleFPN', backbone_channel=192, out_channels=256,
                       num_outs=5, norm_cfg=dict(type='kat_backbones.LN2d')))
     """))
@@ -406,7 +407,7 @@ def test_train_script_kat_b_one_iteration(coco_demo, tmp_path):
     root = str(coco_demo)
     classes = "[" + ",".join(DEMO_CLASSES) + "]"
     options = [
-        "model.backbone.init_cfg=None", f"model.backbone.img_size={size}",
+        "model.backbone.init_cfg=None", f"model.backbone.img_size={size}", "model.backbone.window_size=8",
         f"model.data_preprocessor.batch_augments.0.size={size}",
         "model.train_cfg.rcnn.sampler.num=32", "model.train_cfg.rpn_proposal.max_per_img=100",
         "model.test_cfg.rpn.max_per_img=100", "model.test_cfg.rcnn.score_thr=0.0",  # predictions to evaluate

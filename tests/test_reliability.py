@@ -495,10 +495,9 @@ def test_bad_dense_backbone_args_fail_at_build(builder, kwargs, message):
             MODELS.build(dict(type="kat_backbones.KATBackbone", **args))
 
 
-def test_window_larger_than_grid_warns():
-    """A window larger than the token grid still runs (ViTDet pads to whole windows; the CPU demos rely on it) but
-    is reported: every window block then attends over one padded window."""
-    with pytest.warns(UserWarning, match=r"window_size=14 is larger than the token grid \(4, 4\)"):
+def test_window_larger_than_grid_fails_at_build_time():
+    """A window larger than the token grid is refused at build time with the grid and the largest valid size."""
+    with pytest.raises(ValueError, match=r"window_size=14 is larger than the token grid \(4, 4\).*window_size <= 4"):
         KATDense("tiny", img_size=64, window_size=14)
 
 

@@ -81,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+_RUNS = 0  # runs started by this process (see build_cfg)
+
+
 def build_cfg(args: argparse.Namespace) -> Config:
     """Load the config and apply the command-line settings (shared with tests)."""
     cfg = Config.fromfile(args.config)
@@ -93,6 +96,14 @@ def build_cfg(args: argparse.Namespace) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get("work_dir", None) is None:
         cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
+
+    if cfg.get("experiment_name") is None and args.launcher == "none":
+        # mmengine names the run's logger after the experiment (default: the timestamp, to the second) and reuses an
+        # existing logger of that name, so two runs started in one process within a second would share one log
+        # file. A per-process counter keeps every run's log in its own work_dir.
+        global _RUNS
+        _RUNS += 1
+        cfg.experiment_name = f"{osp.splitext(osp.basename(args.config))[0]}_{os.getpid()}_{_RUNS}"
 
     on_cpu = args.cpu or not torch.cuda.is_available()
     if args.amp:

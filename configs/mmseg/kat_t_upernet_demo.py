@@ -16,7 +16,7 @@ norm_cfg = dict(type='BN', requires_grad=True)
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(img_size=crop_size, drop_path_rate=0.0, init_cfg=None),  # from scratch
+    backbone=dict(img_size=crop_size, window_size=8, drop_path_rate=0.0, init_cfg=None),  # from scratch; 8x8 grid
     neck=dict(norm_cfg=norm_cfg),
     decode_head=dict(channels=64, num_classes=num_classes, norm_cfg=norm_cfg),
     auxiliary_head=dict(channels=32, num_classes=num_classes, norm_cfg=norm_cfg),

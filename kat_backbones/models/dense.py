@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import re
-import warnings
 from functools import partial
 from typing import Any, Literal, Mapping, Sequence
 
@@ -244,13 +243,11 @@ class KATDense(nn.Module):
             raise ValueError(f"window_size must be >= 0 (0: every block global), got {self.window_size}")
         grid = (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
         if self.window_size > max(grid):
-            # ViTDet pads the grid to whole windows, so this runs; but every window block then attends over one
-            # padded window (global attention diluted by padding tokens). The CPU demos do this on purpose.
-            warnings.warn(
+            # ViTDet would pad the grid to one window and every "window" block would attend globally over padding:
+            # almost certainly a config mistake (e.g. a small-image config that kept window_size=14), so refuse it.
+            raise ValueError(
                 f"window_size={self.window_size} is larger than the token grid {grid} of img_size {self.img_size}: "
-                "each window block attends over one zero-padded window (no locality); use window_size <= "
-                f"{max(grid)} or window_size=0 for global attention",
-                stacklevel=2,
+                f"use window_size <= {max(grid)} (or window_size=0 for global attention in every block)"
             )
         # ------------------------------------------------------------------------------------------------------------
         self.global_blocks = tuple(int(i) + self.num_layers if int(i) < 0 else int(i) for i in global_blocks)
