@@ -21,7 +21,8 @@ head_channels = 128  # neck / RPN / RoI-head width (256 in the recipe): the conv
 
 model = dict(
     data_preprocessor=dict(batch_augments=[dict(type='BatchFixedSizePad', size=image_size, pad_mask=True)]),
-    backbone=dict(img_size=image_size, drop_path_rate=0.0, init_cfg=None),
+    # window <= the token grid (image_size // 16); the recipe's 14 needs >= 224 px
+    backbone=dict(img_size=image_size, window_size=min(14, image_size[0] // 16), drop_path_rate=0.0, init_cfg=None),
     neck=dict(out_channels=head_channels),
     rpn_head=dict(in_channels=head_channels, feat_channels=head_channels),
     roi_head=dict(
