@@ -11,9 +11,10 @@
 //
 // Layout: x is viewed as (outer, C, inner) around `channel_dim`; C is split into G contiguous groups of
 // C/G channels, so for every (outer index, group) the elements form ONE contiguous span of L = (C/G) * inner
-// elements. All kernels iterate a group's spans as a virtual index space of outer * L elements cut into fixed-size
-// chunks; coefficient gradients are reduced per chunk and the chunk partials summed in a fixed order, which makes
-// them bitwise deterministic whatever the thread count.
+// elements. Work is cut into fixed-size chunks that depend only on the shape: the CUDA kernels walk one group's spans
+// as a virtual index space of outer * L elements (reduction_chunk), the CPU kernels walk the flat tensor in memory
+// order. Coefficient gradients are reduced per chunk and the chunk partials summed in a fixed order, which makes them
+// bitwise deterministic whatever the thread count.
 #pragma once
 
 #include <torch/types.h>

@@ -42,14 +42,14 @@ Coeffs<T> load_coeffs(const coef_t* num_row, const coef_t* den_row, int m, int n
 }
 
 // Order accessors: a compile-time order for the (5, 4) fast path (loops unroll), else the runtime one.
-template <int M_>
-inline int order_m(int m) { return M_ >= 0 ? M_ : m; }
+template <int kOrder>
+inline int order(int runtime) { return kOrder >= 0 ? kOrder : runtime; }
 
 // P(x) and Q(x) for a vector of x (Horner).
 template <int M_, int N_, typename T>
 inline void eval_pq(const Vectorized<T>& x, const Vectorized<T>& ax, const Coeffs<T>& c, Vectorized<T>& p,
                     Vectorized<T>& q) {
-  const int m = order_m<M_>(c.m), n = order_m<N_>(c.n);
+  const int m = order<M_>(c.m), n = order<N_>(c.n);
   p = Vectorized<T>(c.a[m]);
   for (int i = m - 1; i >= 0; --i) p = at::vec::fmadd(p, x, Vectorized<T>(c.a[i]));
   if (n == 0) {
@@ -89,7 +89,7 @@ template <int M_, int N_, bool kDx, bool kCoef, typename T>
 inline void backward_vec(const Vectorized<T>& g, const Vectorized<T>& x, const Coeffs<T>& c, Vectorized<T>* dx,
                          Acc<T>& acc) {
   using V = Vectorized<T>;
-  const int m = order_m<M_>(c.m), n = order_m<N_>(c.n);
+  const int m = order<M_>(c.m), n = order<N_>(c.n);
   const V ax = x.abs();
   V p, q;
   eval_pq<M_, N_>(x, ax, c, p, q);
