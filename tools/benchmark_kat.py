@@ -1,13 +1,17 @@
 #!/usr/bin/env python
-"""KAT-T vs timm ViT-Ti training step on CPU: time and peak memory, compared in the same run.
+"""KAT-T vs timm ViT-Ti training step (CPU or CUDA): time and peak memory, compared in the same run.
 
     python tools/benchmark_kat.py --batch 32 --steps 5
+    python tools/benchmark_kat.py --device cuda --batch 128 --steps 20 --amp   # bf16 autocast on a GPU
 
 One train step = forward, cross-entropy loss, backward, AdamW step, zero_grad. Time: the two models' steps are
 interleaved (A B A B ...) after warm-up, so load from other processes hits both alike; the median per model and the
 ratio KAT / ViT are printed. On a busy machine use ``--threads 1 --timer proc`` (CPU time of this process).
 
-Peak memory: each model runs in a fresh subprocess and reports the growth of its peak resident set size (VmHWM,
+On CUDA each step is timed between synchronisations and peak memory is torch.cuda.max_memory_allocated() over two
+train steps, minus the memory allocated after building (parameters + inputs).
+
+Peak memory on CPU: each model runs in a fresh subprocess and reports the growth of its peak resident set size (VmHWM,
 reset after the build) over the RSS measured after building the model and optimizer, i.e. activations + gradients +
 optimizer state + allocator overhead of the train steps; the ratio KAT / ViT is printed. As a deterministic
 complement, the bytes autograd saves for backward in one forward pass are counted for both models.
@@ -42,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--timer", choices=("wall", "proc"), default="wall",
                         help="wall clock, or this process's CPU time (robust to other load; use with --threads 1)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default: cpu)")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast for forward (CUDA and CPU)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -49,16 +55,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _make(name: str, args: argparse.Namespace) -> tuple[torch.nn.Module, Callable[[], None], torch.Tensor]:
     torch.manual_seed(0)
-    model = timm.create_model(name, img_size=args.img_size, num_classes=1000).train()
+    dev = torch.device(args.device)
+    model = timm.create_model(name, img_size=args.img_size, num_classes=1000).train().to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
-    x = torch.randn(args.batch, 3, args.img_size, args.img_size)
-    y = torch.randint(0, 1000, (args.batch,))
+    x = torch.randn(args.batch, 3, args.img_size, args.img_size, device=dev)
+    y = torch.randint(0, 1000, (args.batch,), device=dev)
 
     def step() -> None:
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.amp):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
     return model, step, x
 
@@ -106,9 +116,24 @@ def _memory_child(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cuda_memory(name: str, args: argparse.Namespace) -> dict:
+    torch.cuda.empty_cache()
+    _, step, _ = _make(name, args)
+    step()  # optimizer state exists from here on
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    for _ in range(2):
+        step()
+    peak = torch.cuda.max_memory_allocated()
+    return {"model": name, "base_rss": base, "peak_rss": peak, "peak_delta": peak - base}
+
+
 def _memory(name: str, args: argparse.Namespace) -> dict:
+    if args.device == "cuda":
+        return _cuda_memory(name, args)
     cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", name, "--batch", str(args.batch),
-           "--img-size", str(args.img_size)]
+           "--img-size", str(args.img_size)] + (["--amp"] if args.amp else [])
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -124,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         return _memory_child(args)
 
     print(f"torch {torch.__version__}, timm {timm.__version__}, threads {torch.get_num_threads()}, "
-          f"batch {args.batch}, img {args.img_size}, device cpu, timer {args.timer}")
+          f"batch {args.batch}, img {args.img_size}, device {args.device}"
+          + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else "")
+          + f", amp {'bf16' if args.amp else 'off'}, timer {args.timer}")
+    if args.device == "cuda" and args.timer == "proc":
+        raise SystemExit("--timer proc measures CPU time; use the wall clock with --device cuda")
     built = {name: _make(name, args) for name in (args.kat, args.vit)}
     for _ in range(args.warmup):
         for _, step, _ in built.values():
@@ -154,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         del built
         mem = {name: _memory(name, args) for name in (args.kat, args.vit)}
         for name, m in mem.items():
-            print(f"{name:<28} peak RSS growth over a train step: {m['peak_delta'] / 2**20:8.1f} MiB "
-                  f"(peak RSS {m['peak_rss'] / 2**20:.1f} MiB)")
+            what = "peak CUDA memory" if args.device == "cuda" else "peak RSS"
+            print(f"{name:<28} {what} growth over a train step: {m['peak_delta'] / 2**20:8.1f} MiB "
+                  f"({what} {m['peak_rss'] / 2**20:.1f} MiB)")
         print(f"peak memory ratio {args.kat} / {args.vit}: "
               f"{mem[args.kat]['peak_delta'] / mem[args.vit]['peak_delta']:.3f}x")
     return 0

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# What a machine with a GPU runs: build the CUDA kernels for its GPU, run the CUDA test cases (and the CPU ones),
+# check the kernels under compute-sanitizer, and benchmark the op and a KAT-T vs ViT-Ti train step.
+#
+#   OUT=work_dirs/gpu_check bash tools/gpu_check.sh        # logs land in $OUT
+#
+# Uses the current python (PYTHON=...) as is: torch with CUDA, timm, pytest. Nothing is installed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-work_dirs/gpu_check}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+status=0
+step() {  # step NAME TIMEOUT CMD...: runs CMD, logs to $OUT/NAME.log, prints the tail and the time
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "== $name: exit $rc, $((SECONDS - t0)) s"
+  tail -n "${TAIL:-25}" "$OUT/$name.log"
+  [ $rc -eq 0 ] || status=1
+}
+
+nvidia-smi -L
+$PY -c "import torch, timm; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'timm', timm.__version__,
+torch.cuda.get_device_name())"
+export FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
+step build 400 $PY setup.py build_ext --inplace
+$PY -c "import kat_backbones.ops as o; print('backends', o.available_backends())"
+step test_ops 400 $PY -m pytest -q -p no:cacheprovider tests/test_ops.py
+TAIL=8 step test_layers_models 400 $PY -m pytest -q -p no:cacheprovider tests/test_layers.py tests/test_models.py \
+  tests/test_karat.py
+# memcheck (out-of-bounds, misaligned vector accesses) and racecheck (the shared-memory reduction) on small inputs
+step sanitizer 300 bash -c "for tool in memcheck racecheck; do compute-sanitizer --tool \$tool --error-exitcode 9 \
+  $PY tools/cuda_smoke.py || exit 9; done"
+step bench_op 400 $PY tools/benchmark_rational.py --device cuda --dtypes float32 bfloat16 float16 \
+  --shapes 128x197x768 64x1024x3072 128x197x3072
+step bench_kat 300 $PY tools/benchmark_kat.py --device cuda --batch 128 --steps 20 --warmup 5 --amp
+exit $status
