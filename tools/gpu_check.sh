@@ -9,6 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-work_dirs/gpu_check}
 PY=${PYTHON:-python3}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$OUT"
 status=0
 step() {  # step NAME TIMEOUT CMD...: runs CMD, logs to $OUT/NAME.log, prints the tail and the time
