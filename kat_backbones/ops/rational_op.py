@@ -36,10 +36,17 @@ def extension_error() -> Exception | None:
     return _EXT_ERROR
 
 
+# Looked up once: the registered backends do not change after import, and torch.compile cannot trace the
+# dispatcher query (it returns a bool from a C++ binding), so group_rational must not call it per use.
+_KERNELS = {
+    key: _EXT_ERROR is None
+    and torch._C._dispatch_has_kernel_for_dispatch_key("kat_backbones::group_rational_fwd", key)
+    for key in ("CPU", "CUDA")
+}
+
+
 def _has_kernel(backend: str) -> bool:
-    if _EXT_ERROR is not None:
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key("kat_backbones::group_rational_fwd", backend)
+    return _KERNELS.get(backend, False)
 
 
 def available_backends() -> list[str]:
