@@ -25,6 +25,9 @@ step() {  # step NAME TIMEOUT CMD...: runs CMD, logs to $OUT/NAME.log, prints th
 nvidia-smi -L
 $PY -c "import torch, timm; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'timm', timm.__version__,
 torch.cuda.get_device_name())"
+# Link libstdc++ dynamically, like torch: a toolchain wrapper that links it statically (seen on one GPU image) makes
+# every C++ exception thrown by the op (bad input) crash the process instead of raising. Override with CXX=...
+export CC=${CC_KAT:-/usr/bin/gcc} CXX=${CXX_KAT:-/usr/bin/g++} LDSHARED=${LDSHARED_KAT:-/usr/bin/gcc -shared}
 export FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
 step build 400 $PY setup.py build_ext --inplace
 $PY -c "import kat_backbones.ops as o; print('backends', o.available_backends())"
