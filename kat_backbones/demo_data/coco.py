@@ -82,7 +82,10 @@ def _polygon_area(poly: np.ndarray) -> float:
 
 
 def render_sample(
-    rng: np.random.Generator, size: tuple[int, int], max_objects: int = 4
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    max_objects: int = 4,
+    radius: tuple[float, float] = (0.08, 0.22),
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Render one image and its instances.
 
@@ -90,6 +93,8 @@ def render_sample(
         rng (np.random.Generator): Random stream.
         size (tuple[int, int]): (height, width).
         max_objects (int): At most this many shapes (at least 1). Defaults to 4.
+        radius (tuple[float, float]): Range of a shape's circumradius as a fraction of the image's shorter side.
+            Defaults to (0.08, 0.22).
 
     Returns:
         tuple[np.ndarray, list[dict]]: The uint8 RGB image and one dict per instance with ``category_id`` (1-based),
@@ -102,7 +107,7 @@ def render_sample(
     instances: list[dict[str, Any]] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(50):  # rejection sampling: inside the image, no overlap with earlier shapes
-            r = float(rng.uniform(0.08, 0.22) * side)
+            r = float(rng.uniform(*radius) * side)
             cx = float(rng.uniform(r + 2, w - r - 2))
             cy = float(rng.uniform(r + 2, h - r - 2))
             if all(math.hypot(cx - px, cy - py) > r + pr + 3 for px, py, pr in placed):
@@ -139,6 +144,7 @@ def make_coco_demo(
     size: int | Sequence[int] = 256,
     seed: int = 0,
     max_objects: int = 4,
+    radius: tuple[float, float] = (0.08, 0.22),
 ) -> Path:
     """Write the synthetic COCO-style set below ``root`` and return the dataset root.
 
@@ -149,10 +155,14 @@ def make_coco_demo(
         size (int | Sequence[int]): Image size, ``s`` for ``s x s`` or ``(h, w)``. Defaults to 256.
         seed (int): Seed; the output is identical for identical arguments. Defaults to 0.
         max_objects (int): At most this many shapes per image. Defaults to 4.
+        radius (tuple[float, float]): Range of the shapes' circumradius as a fraction of the image's shorter side.
+            Defaults to (0.08, 0.22).
 
     Returns:
         Path: ``root/coco_demo``.
     """
+    if not 0 < radius[0] <= radius[1] < 0.5:
+        raise ValueError(f"radius must satisfy 0 < low <= high < 0.5 (fractions of the image side), got {radius}")
     hw = (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
     if min(hw) < 32:
         raise ValueError(f"size must be at least 32 pixels, got {hw}")
@@ -166,7 +176,7 @@ def make_coco_demo(
         rng = np.random.default_rng([seed, split_idx])
         images, annotations = [], []
         for img_id in range(1, count + 1):
-            img, instances = render_sample(rng, hw, max_objects=max_objects)
+            img, instances = render_sample(rng, hw, max_objects=max_objects, radius=tuple(radius))
             file_name = f"{img_id:012d}.jpg"
             Image.fromarray(img, mode="RGB").save(img_dir / file_name, quality=95)
             images.append(dict(id=img_id, file_name=file_name, height=hw[0], width=hw[1]))
