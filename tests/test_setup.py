@@ -3,6 +3,8 @@
 import importlib
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -62,3 +64,12 @@ def test_torchvision_nms_runs():
 
     keep = torchvision.ops.nms(torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11]]), torch.tensor([0.9, 0.8]), 0.5)
     assert keep.tolist() == [0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("ldd") is None, reason="needs Linux ldd")
+def test_extension_links_libstdcxx_dynamically():
+    """A statically linked libstdc++ (some compiler wrappers do it) turns every TORCH_CHECK error into a crash."""
+    import kat_backbones._C as ext
+
+    out = subprocess.run(["ldd", ext.__file__], capture_output=True, text=True, check=True).stdout
+    assert "libstdc++" in out, f"kat_backbones._C does not link libstdc++ dynamically:\n{out}"
