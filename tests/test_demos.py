@@ -17,3 +17,22 @@ def test_demo_seg_prints_summary(tmp_path):
     summary = [line for line in proc.stdout.splitlines() if line.startswith("demo-seg: mIoU=")]
     assert len(summary) == 1, proc.stdout[-2000:]
     assert "untrained_mIoU=" in summary[0] and "iters=4" in summary[0]
+
+
+def test_demo_det_pretrains_trains_and_draws(tmp_path):
+    """`make demo` in miniature: demo data, untrained baseline, training, CocoMetric, PNG, summary line."""
+    wd = tmp_path / "wd"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "demo.py"), "--data", str(tmp_path / "data"), "--work-dir", str(wd),
+         "--iters", "2", "--num-train", "4", "--num-val", "2", "--threads", "1",
+         "--num-images", "2"],
+        capture_output=True, text=True, timeout=600, cwd=REPO, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "demo: untrained coco/bbox_mAP=" in proc.stdout
+    summary = [line for line in proc.stdout.splitlines() if line.startswith("demo: coco/bbox_mAP=")]
+    assert len(summary) == 1, proc.stdout[-2000:]
+    assert "coco/segm_mAP=" in summary[0] and "untrained_bbox_mAP=" in summary[0]
+    png = wd / "predictions.png"
+    assert png.is_file() and png.stat().st_size > 1000

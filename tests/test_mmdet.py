@@ -373,6 +373,29 @@ def test_make_coco_demo(tmp_path):
     assert len(json.loads((tmp_path / "c/coco_demo/annotations/instances_val2017.json").read_text())["images"]) == 1
 
 
+def test_make_coco_demo_radius_and_class_hues(tmp_path):
+    import colorsys
+
+    from PIL import Image
+
+    root = make_coco_demo(tmp_path, num_train=6, num_val=1, size=100, seed=1, radius=(0.2, 0.3), class_hues=True)
+    ann = json.loads((root / "annotations/instances_train2017.json").read_text())
+    files = {im["id"]: im["file_name"] for im in ann["images"]}
+    for a in ann["annotations"]:
+        _, _, w, h = a["bbox"]
+        assert 0.2 * 100 * 0.9 <= max(w, h) / 2 * 1.01 and max(w, h) <= 2 * 0.3 * 100 + 1  # circumradius in range
+        # the median colour inside the shape has the class hue (0, 1/3, 2/3 for ids 1, 2, 3), within the jitter
+        img = np.asarray(Image.open(root / "train2017" / files[a["image_id"]]), dtype=np.float32)
+        x, y, w, h = (int(round(v)) for v in a["bbox"])
+        cx, cy = x + w // 2, y + h // 2
+        rgb = np.median(img[cy - 2:cy + 3, cx - 2:cx + 3].reshape(-1, 3), axis=0) / 255
+        hue = colorsys.rgb_to_hsv(*rgb)[0]
+        want = (a["category_id"] - 1) / 3
+        assert min(abs(hue - want), 1 - abs(hue - want)) < 0.09, (a["category_id"], hue)
+    with pytest.raises(ValueError, match="radius must satisfy"):
+        make_coco_demo(tmp_path / "bad", num_train=1, num_val=1, size=64, radius=(0.3, 0.6))
+
+
 def test_demo_runner_train_eval_and_test_tool(coco_demo, tmp_path):
     """The demo config through mmengine's Runner: 20 iterations, CocoMetric bbox + segm, then tools/test.py."""
     cfg = shrink_det_cfg(load_cfg("kat_t_maskrcnn_demo.py"), coco_demo, size=128, max_iters=20, head_channels=64)

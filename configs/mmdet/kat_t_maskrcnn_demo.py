@@ -75,7 +75,7 @@ optim_wrapper = dict(
     type='OptimWrapper',
     constructor='kat_backbones.LayerDecayOptimizerConstructor',
     paramwise_cfg=dict(decay_rate=1.0, num_layers=12),
-    optimizer=dict(type='AdamW', lr=8e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05),
     clip_grad=dict(max_norm=10.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),

@@ -22,6 +22,7 @@ Everything is deterministic for a given ``seed`` (numpy ``default_rng`` + PIL), 
 
 from __future__ import annotations
 
+import colorsys
 import json
 import math
 from pathlib import Path
@@ -86,6 +87,7 @@ def render_sample(
     size: tuple[int, int],
     max_objects: int = 4,
     radius: tuple[float, float] = (0.08, 0.22),
+    class_hues: bool = False,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Render one image and its instances.
 
@@ -95,6 +97,8 @@ def render_sample(
         max_objects (int): At most this many shapes (at least 1). Defaults to 4.
         radius (tuple[float, float]): Range of a shape's circumradius as a fraction of the image's shorter side.
             Defaults to (0.08, 0.22).
+        class_hues (bool): Give each class its own hue (jittered; circle red, rectangle green, triangle blue) instead
+            of a random saturated colour, so a class is recognisable by shape and by colour. Defaults to False.
 
     Returns:
         tuple[np.ndarray, list[dict]]: The uint8 RGB image and one dict per instance with ``category_id`` (1-based),
@@ -121,7 +125,11 @@ def render_sample(
         ImageDraw.Draw(mask_img).polygon([tuple(p) for p in poly.tolist()], fill=255)
         mask = np.asarray(mask_img) > 0
         # a saturated colour (far from the muted background) with a little texture
-        colour = rng.permutation(np.array([rng.uniform(200, 255), rng.uniform(0, 60), rng.uniform(0, 255)]))
+        if class_hues:
+            hue = (kind / len(DEMO_CLASSES) + rng.uniform(-0.05, 0.05)) % 1.0
+            colour = 255 * np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.75, 1.0), rng.uniform(0.8, 1.0)))
+        else:
+            colour = rng.permutation(np.array([rng.uniform(200, 255), rng.uniform(0, 60), rng.uniform(0, 255)]))
         texture = colour + rng.normal(0, 10, size=(h, w, 3))
         img[mask] = texture[mask]
         x0, y0 = poly.min(axis=0)
@@ -145,6 +153,7 @@ def make_coco_demo(
     seed: int = 0,
     max_objects: int = 4,
     radius: tuple[float, float] = (0.08, 0.22),
+    class_hues: bool = False,
 ) -> Path:
     """Write the synthetic COCO-style set below ``root`` and return the dataset root.
 
@@ -157,6 +166,7 @@ def make_coco_demo(
         max_objects (int): At most this many shapes per image. Defaults to 4.
         radius (tuple[float, float]): Range of the shapes' circumradius as a fraction of the image's shorter side.
             Defaults to (0.08, 0.22).
+        class_hues (bool): One hue per class (see :func:`render_sample`). Defaults to False.
 
     Returns:
         Path: ``root/coco_demo``.
@@ -176,7 +186,8 @@ def make_coco_demo(
         rng = np.random.default_rng([seed, split_idx])
         images, annotations = [], []
         for img_id in range(1, count + 1):
-            img, instances = render_sample(rng, hw, max_objects=max_objects, radius=tuple(radius))
+            img, instances = render_sample(rng, hw, max_objects=max_objects, radius=tuple(radius),
+                                           class_hues=class_hues)
             file_name = f"{img_id:012d}.jpg"
             Image.fromarray(img, mode="RGB").save(img_dir / file_name, quality=95)
             images.append(dict(id=img_id, file_name=file_name, height=hw[0], width=hw[1]))
