@@ -1,14 +1,14 @@
 # CPU-friendly demo: KAT-T ViTDet Mask R-CNN on the synthetic COCO-layout set (3 shape classes), 160x160, 900 iters.
 #
 #   python tools/demo.py                                      # = make demo: data, baseline, training, AP, PNG
-#   python tools/make_demo_data.py --task coco --out data     # or by hand: data/coco_demo (see docs/detection.md)
+#   (by hand: the demo set is make_coco_demo(..., size=160, radius=(0.12, 0.28), class_hues=True), docs/detection.md)
 #   python tools/train.py configs/mmdet/kat_t_maskrcnn_demo.py
 #
 # Same architecture, pipeline and dataset class as the full recipe (kat_t_maskrcnn.py), scaled down: LSJ at 160 with a
-# mild jitter (0.75-1.25), neck and heads 128 wide instead of 256, fewer proposals/RoIs, batch 4, AdamW lr 8e-4 with
+# mild jitter (0.75-1.25), neck and heads 128 wide instead of 256, fewer proposals/RoIs, batch 4, AdamW lr 2e-4 with
 # 50 warm-up iterations, plain OptimWrapper (no AMP), no pretraining (random init, so no layer-wise lr decay), box +
-# mask AP (CocoMetric) on the validation images at the end. 2 idle CPU cores: ~0.65 s/iter with 2 threads (~11 min
-# for the demo); under load, 1 thread: ~1.2 s/iter.
+# mask AP (CocoMetric) on the validation images at the end. 2 CPU cores: 0.65-0.85 s/iter with 2 threads (11-13
+# min for the demo); under load, 1 thread: ~1.2 s/iter. Reaches bbox mAP 0.11-0.15 (docs/detection.md has the runs).
 _base_ = './kat_t_maskrcnn.py'
 
 data_root = 'data/coco_demo/'
