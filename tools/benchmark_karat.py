@@ -33,6 +33,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from kat_backbones.memory import proc_status_kib, reset_peak_rss, saved_tensor_bytes
+
 VARIANTS = ("lean", "naive", "softmax")
 _MMAP_THRESHOLD = str(128 * 1024)
 
@@ -76,40 +78,9 @@ def build_block(variant: str, dim: int, heads: int, tokens: int, grid: int, rank
                  mlp_layer=KAN, attn_layer=attn_layer)
 
 
-def saved_tensor_bytes(block, x) -> int:
-    """Bytes autograd saves for backward in one forward of ``block`` (parameters and duplicates excluded)."""
-    import torch
-
-    params = {p.data_ptr() for p in block.parameters()}
-    seen: dict[tuple[int, int], int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if t.data_ptr() not in params:
-            key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-            seen[key] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        block(x)
-    return sum(seen.values())
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def peak_memory_supported() -> bool:
     """Whether this OS lets a process reset its peak-RSS mark (Linux ``/proc/self/clear_refs``)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _status_kib("VmHWM") > 0
-    except OSError:
-        return False
+    return reset_peak_rss() and proc_status_kib("VmHWM") > 0
 
 
 def _child(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -128,11 +99,11 @@ def _child(args: argparse.Namespace) -> list[dict[str, Any]]:
         block(x).sum().backward()  # warm-up: lazy allocations, thread pools, gradient buffers
         saved = saved_tensor_bytes(block, x)
         gc.collect()
-        before = _status_kib("VmRSS")
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+        before = proc_status_kib("VmRSS")
+        if not reset_peak_rss():
+            raise OSError("cannot reset the peak RSS (/proc/self/clear_refs)")
         block(x).sum().backward()
-        peak = _status_kib("VmHWM")
+        peak = proc_status_kib("VmHWM")
         results.append(dict(variant=variant, peak_bytes=max(0, peak - before) * 1024, saved_bytes=saved))
         del block, x
         gc.collect()

@@ -32,6 +32,7 @@ import timm
 import torch
 
 import kat_backbones  # noqa: F401  (registers the KAT models)
+from kat_backbones.memory import proc_status_kib, reset_peak_rss, saved_tensor_bytes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,45 +74,13 @@ def _make(name: str, args: argparse.Namespace) -> tuple[torch.nn.Module, Callabl
     return model, step, x
 
 
-def saved_activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """Bytes of the tensors autograd saves for backward in one forward pass (unique storages, parameters excluded).
-
-    Deterministic, unlike process RSS: the activation memory a train step holds at its peak (before backward).
-    """
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(x)
-    del out
-    return sum(seen.values())
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _memory_child(args: argparse.Namespace) -> int:
     _, step, _ = _make(args.memory_child, args)
-    base = _status_kib("VmRSS") * 1024
-    try:  # reset the peak-RSS watermark (VmHWM) to the current RSS (Linux >= 4.0)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+    base = proc_status_kib("VmRSS") * 1024
+    reset_peak_rss()
     for _ in range(2):
         step()
-    peak = _status_kib("VmHWM") * 1024
+    peak = proc_status_kib("VmHWM") * 1024
     print(json.dumps({"model": args.memory_child, "base_rss": base, "peak_rss": peak, "peak_delta": peak - base}))
     return 0
 
@@ -174,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{paired:.3f}x (median of back-to-back pairs), "
           f"{min(times[args.kat]) / min(times[args.vit]):.3f}x (minima)")
 
-    saved = {name: saved_activation_bytes(model, x) for name, (model, _, x) in built.items()}
+    saved = {name: saved_tensor_bytes(model, x) for name, (model, _, x) in built.items()}
     for name, nbytes in saved.items():
         print(f"{name:<28} activations saved for backward: {nbytes / 2**20:8.1f} MiB")
     print(f"activation memory ratio {args.kat} / {args.vit}: {saved[args.kat] / saved[args.vit]:.3f}x")
