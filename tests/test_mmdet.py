@@ -462,6 +462,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_destroy_distributed_tears_down_the_group(tmp_path):
+    """tools/train.py and tools/test.py end with destroy_distributed: a no-op without a group, else it's gone."""
+    import torch.distributed as dist
+
+    assert kat_mm.destroy_distributed() is False
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    t = torch.ones(3)
+    dist.all_reduce(t)
+    assert kat_mm.destroy_distributed() is True
+    assert not dist.is_initialized()
+    assert kat_mm.destroy_distributed() is False
+
+
 @pytest.mark.slow
 def test_dist_train_script_two_cpu_processes(coco_demo, tmp_path):
     """tools/dist_train.sh with 2 processes on CPU: torchrun + gloo + a CPU DDP wrapper, 2 iterations + CocoMetric."""
@@ -475,4 +489,5 @@ def test_dist_train_script_two_cpu_processes(coco_demo, tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
     assert "process group: gloo, rank 0 of 2 (CPU)" in output  # rank 1 logs errors only
+    assert "terminate called" not in output  # the group is destroyed before exit (kat_mm.destroy_distributed)
     assert "Iter(train) [2/2]" in output and "coco/segm_mAP" in output

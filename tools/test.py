@@ -33,7 +33,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import kat_backbones  # noqa: E402, F401  (registers the kat_backbones scope)
-from kat_backbones.mm import convert_cfg_for_cpu, init_cpu_distributed  # noqa: E402
+from kat_backbones.mm import convert_cfg_for_cpu, destroy_distributed, init_cpu_distributed  # noqa: E402
 from kat_backbones.mm.checkpoint import install_safe_checkpoint_loading  # noqa: E402
 
 
@@ -91,7 +91,12 @@ def main(argv: list[str] | None = None) -> None:
     install_safe_checkpoint_loading()  # mmengine checkpoints with weights_only=True (docs/reliability.md)
     cfg = build_cfg(args)
     runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
-    runner.test()
+    try:
+        runner.test()
+    finally:
+        # torchrun runs: free the Runner (its DDP wrapper) and then the process group, else gloo can abort at exit
+        del runner
+        destroy_distributed()
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import kat_backbones  # noqa: E402, F401  (registers the kat_backbones scope)
-from kat_backbones.mm import convert_cfg_for_cpu, init_cpu_distributed  # noqa: E402
+from kat_backbones.mm import convert_cfg_for_cpu, destroy_distributed, init_cpu_distributed  # noqa: E402
 from kat_backbones.mm.checkpoint import install_safe_checkpoint_loading  # noqa: E402
 from kat_backbones.mm.hooks import NONFINITE_LOSS_EXIT_CODE, NonFiniteLossError, add_reliability_hooks  # noqa: E402
 
@@ -147,6 +147,10 @@ def main(argv: list[str] | None = None) -> None:
         runner.train()
     except NonFiniteLossError as err:  # logged by the hook; a distinct status for schedulers (don't just retry)
         raise SystemExit(NONFINITE_LOSS_EXIT_CODE) from err
+    finally:
+        # torchrun runs: free the Runner (its DDP wrapper) and then the process group, else gloo can abort at exit
+        del runner
+        destroy_distributed()
 
 
 if __name__ == "__main__":

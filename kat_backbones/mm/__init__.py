@@ -9,7 +9,7 @@ Imported by ``import kat_backbones`` when mmengine is installed; configs name th
 # (weights_only allow-list); hooks: NonFiniteLossHook, RNGStateHook
 from . import checkpoint, cls, hooks, registry  # noqa: F401
 from .backbone import KATBackbone
-from .cpu_compat import convert_cfg_for_cpu, init_cpu_distributed
+from .cpu_compat import convert_cfg_for_cpu, destroy_distributed, init_cpu_distributed
 from .layer_decay import LayerDecayOptimizerConstructor, get_layer_id
 from .ln2d import LN2d
 from .simple_fpn import SimpleFPN
@@ -23,4 +23,5 @@ __all__ = [
     "get_layer_id",
     "convert_cfg_for_cpu",
     "init_cpu_distributed",
+    "destroy_distributed",
 ]

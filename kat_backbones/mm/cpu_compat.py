@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["SYNC_BN_TYPES", "convert_cfg_for_cpu", "init_cpu_distributed"]
+__all__ = ["SYNC_BN_TYPES", "convert_cfg_for_cpu", "init_cpu_distributed", "destroy_distributed"]
 
 #: Norm types that need a process group and a GPU; on CPU they become plain ``BN``.
 SYNC_BN_TYPES = ("SyncBN", "MMSyncBN")
@@ -90,3 +90,27 @@ def init_cpu_distributed(cfg: Any) -> list[str]:
         wrapper["device_ids"] = None
         changes.append("model_wrapper_cfg.device_ids: None (CPU)")
     return changes
+
+
+def destroy_distributed() -> bool:
+    """Tear down the default process group (any backend) before the interpreter exits; a no-op without one.
+
+    mmengine's Runner never destroys the group it (or :func:`init_cpu_distributed`) created. Left to interpreter
+    shutdown, a gloo group can abort the process with ``terminate called without an active exception`` (SIGABRT) after
+    a run that otherwise succeeded. Measured with torch 2.13 (2 ranks, a DDP-wrapped model, 3 steps, 20-25 launches
+    each): exiting without ``destroy_process_group`` or destroying it while the DDP wrapper is alive aborts 2-3 times
+    in 20; destroying it after the wrapper is freed, 0 in 25. So callers drop their reference to the Runner (which
+    holds the wrapper) first; this collects it, then destroys the group.
+
+    Returns:
+        bool: Whether a process group was destroyed.
+    """
+    import gc
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    gc.collect()  # free the (already unreferenced) DDP wrapper and its reducer while the group still exists
+    dist.destroy_process_group()
+    return True
