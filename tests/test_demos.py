@@ -36,3 +36,28 @@ def test_demo_det_pretrains_trains_and_draws(tmp_path):
     assert "coco/segm_mAP=" in summary[0] and "untrained_bbox_mAP=" in summary[0]
     png = wd / "predictions.png"
     assert png.is_file() and png.stat().st_size > 1000
+
+
+def test_demo_auto_threads_follows_current_cpu_use():
+    """`make demo` picks its thread count from CPU use now (/proc/stat), not the lagging load average: all cores
+    when idle, 1 when other processes keep the cores busy."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.spec_from_file_location("kat_demo_tool", REPO / "tools" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    cores = os.cpu_count() or 1
+    busy = demo._busy_cores(0.5)
+    assert busy is not None and 0.0 <= busy <= cores + 1e-6
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        import time
+
+        time.sleep(0.5)
+        assert demo._busy_cores(0.5) >= 0.5 * cores
+        assert demo.auto_threads() == 1
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()

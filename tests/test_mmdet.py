@@ -109,6 +109,42 @@ def test_ln2d_matches_layer_norm_over_channels():
     x = torch.randn(2, 16, 5, 7)
     ref = F.layer_norm(x.permute(0, 2, 3, 1), (16,), ln.weight, ln.bias, 1e-6).permute(0, 3, 1, 2)
     torch.testing.assert_close(ln(x), ref)
+    # contiguous NCHW out, also for channels-last input: mmcv's RoIAlign reads NCHW memory without checking strides
+    assert ln(x).is_contiguous()
+    y = ln(x.contiguous(memory_format=torch.channels_last))
+    assert y.is_contiguous()
+    torch.testing.assert_close(y, ref)
+
+
+def test_roi_features_of_the_pyramid_are_right():
+    """mmdet's RoI extractor (mmcv RoIAlign) on SimpleFPN + LN2d levels equals torchvision's stride-aware roi_align.
+
+    Regression test: with timm's LayerNorm2d output (channels-last strides) mmcv pooled the wrong memory and the
+    demo's RoI heads learned nothing (docs/detection.md)."""
+    import torchvision.ops as tvo
+    from mmdet.registry import MODELS
+
+    init_default_scope("mmdet")
+    norm_cfg = dict(type="kat_backbones.LN2d", eps=1e-6)
+    fpn = kat_mm.SimpleFPN(backbone_channel=64, out_channels=32, num_outs=5, norm_cfg=norm_cfg).eval()
+    extractor = MODELS.build(dict(type="SingleRoIExtractor", roi_layer=dict(type="RoIAlign", output_size=7,
+                                  sampling_ratio=0), out_channels=32, featmap_strides=[4, 8, 16, 32]))
+    torch.manual_seed(0)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(2, 64, 16, 16).contiguous(memory_format=memory_format)  # a 256 px image
+        with torch.no_grad():
+            feats = fpn(x)
+            assert all(f.is_contiguous() for f in feats)
+            # boxes of side 20-480 px: every level is used (mmdet: level = floor(log2(sqrt(area) / 56)))
+            rois = torch.tensor([[0, 10, 12, 30, 32], [1, 40, 8, 90, 70], [0, 0, 0, 150, 130], [1, 5, 20, 250, 230],
+                                 [1, 0, 0, 255, 255], [0, -100, -80, 380, 400]], dtype=torch.float32)
+            levels = extractor.map_roi_levels(rois, 4)
+            assert sorted(set(levels.tolist())) == [0, 1, 2, 3]
+            got = extractor(feats[:4], rois)
+            for i, level in enumerate(levels.tolist()):
+                stride = [4, 8, 16, 32][level]
+                ref = tvo.roi_align(feats[level].contiguous(), rois[i:i + 1], 7, 1 / stride, 0, aligned=True)
+                torch.testing.assert_close(got[i:i + 1], ref, atol=1e-5, rtol=1e-5)
 
 
 def test_simple_fpn():
@@ -233,8 +269,7 @@ def test_config_builds(name):
     assert isinstance(model.backbone, kat_mm.KATBackbone) and model.backbone.embed_dims == EMBED[size]
     assert model.neck.in_channels == [EMBED[size] // 4, EMBED[size] // 2, EMBED[size], EMBED[size]]
     assert type(model.roi_head.bbox_head).__name__ == "Shared4Conv1FCBBoxHead"
-    # ViTDet's LN2d in the neck and RoI heads; the from-scratch CPU demo uses GroupNorm (docs/detection.md)
-    norm = torch.nn.GroupNorm if name.endswith("_demo.py") else kat_mm.LN2d
+    norm = kat_mm.LN2d  # ViTDet's norm in the neck and the RoI heads
     assert isinstance(model.neck.fpn1[1], norm) and isinstance(model.neck.fpn_convs[0].norm, norm)
     assert isinstance(model.roi_head.bbox_head.shared_convs[0].norm, norm)
     assert isinstance(model.roi_head.mask_head.convs[0].norm, norm)

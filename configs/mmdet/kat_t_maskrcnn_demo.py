@@ -1,4 +1,4 @@
-# CPU-friendly demo: KAT-T ViTDet Mask R-CNN on the synthetic COCO-layout set (3 shape classes), 160x160, 600 iters.
+# CPU-friendly demo: KAT-T ViTDet Mask R-CNN on the synthetic COCO-layout set (3 shape classes), 160x160, 500 iters.
 #
 #   python tools/demo.py                                      # = make demo: data, baseline, training, AP, PNG
 #   (by hand: the demo set is make_coco_demo(..., size=160, radius=(0.12, 0.28), class_hues=True), docs/detection.md)
@@ -8,11 +8,7 @@
 # mild jitter (0.75-1.25), neck and heads 128 wide instead of 256, fewer proposals/RoIs, batch 4, AdamW lr 2e-4 with
 # 50 warm-up iterations, plain OptimWrapper (no AMP), no pretraining (random init, so no layer-wise lr decay), box +
 # mask AP (CocoMetric) on the validation images at the end.
-# One change of design: GroupNorm (32 groups) instead of LN2d in the neck and the RoI heads. Trained from scratch on
-# this small set, the RoI heads with LN2d learn nothing in 900 iterations (box classifier at the background prior,
-# bbox mAP 0.11-0.15); with GN (the norm He et al., "Rethinking ImageNet Pre-training", train detectors from scratch
-# with) bbox mAP is ~0.6 after 300 iterations (docs/detection.md has the runs). The full recipes keep ViTDet's LN2d.
-# 2 CPU cores: 0.65-0.85 s/iter with 2 threads (7-9 min for the demo); under load, 1 thread: ~1.2 s/iter.
+# 2 CPU cores: 0.65-0.85 s/iter with 2 threads (7-8 min for the demo); under load, 1 thread: ~1.2 s/iter.
 _base_ = './kat_t_maskrcnn.py'
 
 data_root = 'data/coco_demo/'
@@ -23,21 +19,19 @@ image_size = (160, 160)
 backend_args = None
 
 head_channels = 128  # neck / RPN / RoI-head width (256 in the recipe): the conv heads dominate a CPU step
-norm_cfg = dict(type='GN', num_groups=32, eps=1e-6, requires_grad=True)  # the recipe: kat_backbones.LN2d, see above
 
 model = dict(
     data_preprocessor=dict(batch_augments=[dict(type='BatchFixedSizePad', size=image_size, pad_mask=True)]),
     # window <= the token grid (image_size // 16); the recipe's 14 needs >= 224 px
     backbone=dict(img_size=image_size, window_size=min(14, image_size[0] // 16), drop_path_rate=0.0, init_cfg=None),
-    neck=dict(out_channels=head_channels, norm_cfg=norm_cfg),
+    neck=dict(out_channels=head_channels),
     rpn_head=dict(in_channels=head_channels, feat_channels=head_channels),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=head_channels),
         bbox_head=dict(in_channels=head_channels, conv_out_channels=head_channels, fc_out_channels=4 * head_channels,
-                       num_classes=num_classes, norm_cfg=norm_cfg),
+                       num_classes=num_classes),
         mask_roi_extractor=dict(out_channels=head_channels),
-        mask_head=dict(in_channels=head_channels, conv_out_channels=head_channels, num_classes=num_classes,
-                       norm_cfg=norm_cfg)),
+        mask_head=dict(in_channels=head_channels, conv_out_channels=head_channels, num_classes=num_classes)),
     train_cfg=dict(
         rpn_proposal=dict(nms_pre=500, max_per_img=100),
         rcnn=dict(sampler=dict(num=64))),
@@ -75,7 +69,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json', metric=['bbox', 'segm'])
 test_evaluator = val_evaluator
 
-max_iters = 600
+max_iters = 500
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
@@ -85,7 +79,7 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=10.0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='MultiStepLR', begin=0, end=max_iters, by_epoch=False, milestones=[480, 560], gamma=0.1),
+    dict(type='MultiStepLR', begin=0, end=max_iters, by_epoch=False, milestones=[400, 470], gamma=0.1),
 ]
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(

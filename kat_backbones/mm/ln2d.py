@@ -1,5 +1,6 @@
 """LayerNorm over the channels of NCHW maps, registered as ``kat_backbones.LN2d``."""
 
+import torch
 from timm.layers import LayerNorm2d
 
 from .registry import MODELS
@@ -26,3 +27,14 @@ class LN2d(LayerNorm2d):
 
     def __init__(self, num_channels: int, eps: float = 1e-6, affine: bool = True) -> None:
         super().__init__(num_channels, eps=eps, affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise over C; returns a contiguous (N, C, H, W) tensor.
+
+        timm's forward returns the channels-last buffer permuted back, i.e. (N, C, H, W) with channels-last strides.
+        mmcv's ``RoIAlign`` (CPU and CUDA) reads its input through ``data_ptr`` as if it were contiguous NCHW and does
+        not check: on such a map it silently pools the wrong values (measured: max error 4.3 on unit-variance maps;
+        torchvision's ``roi_align`` is stride-aware and unaffected). Every SimpleFPN level ends in this norm and feeds
+        the RoI extractors, so the layout is fixed here, at the source (one copy of the map).
+        """
+        return super().forward(x).contiguous()

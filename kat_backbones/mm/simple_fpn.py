@@ -103,4 +103,6 @@ class SimpleFPN(BaseModule):
         outs = [fpn(lateral(f)) for f, lateral, fpn in zip(feats, self.lateral_convs, self.fpn_convs)]
         for _ in range(self.num_outs - len(outs)):
             outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))
-        return tuple(outs)
+        # The levels feed mmcv's RoIAlign, which reads NCHW memory without checking strides (see LN2d.forward): a
+        # channels-last map (e.g. a model run in channels_last) must not reach it. No copy when already contiguous.
+        return tuple(out.contiguous() for out in outs)
