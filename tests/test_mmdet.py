@@ -142,7 +142,7 @@ def test_roi_features_of_the_pyramid_are_right():
             assert sorted(set(levels.tolist())) == [0, 1, 2, 3]
             got = extractor(feats[:4], rois)
             for i, level in enumerate(levels.tolist()):
-                stride = [4, 8, 16, 32][level]
+                stride = extractor.featmap_strides[level]
                 ref = tvo.roi_align(feats[level].contiguous(), rois[i:i + 1], 7, 1 / stride, 0, aligned=True)
                 torch.testing.assert_close(got[i:i + 1], ref, atol=1e-5, rtol=1e-5)
 

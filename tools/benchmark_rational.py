@@ -63,10 +63,6 @@ def bench_case(device, dtype, shape, groups, min_run_time, with_compile):
     if dtype == torch.float64:  # KAT keeps fp32 coefficients; a float64 x needs float64 ones
         num, den = (t.detach().double().requires_grad_(True) for t in (num, den))
     gy = torch.randn(shape, device=device).to(dtype)
-    impls = {"ours": group_rational, "eager": group_rational_reference}
-    if with_compile:
-        impls["compiled"] = None  # compiled per measurement below
-
     def fwd(f):
         def run():
             with torch.no_grad():
@@ -80,17 +76,16 @@ def bench_case(device, dtype, shape, groups, min_run_time, with_compile):
         return run
 
     res = {}
-    for name, f in impls.items():
-        if name == "compiled":
-            # A fresh compilation per case and per grad mode: one shared compiled function would recompile for each
-            # dtype/shape/grad-mode and, past dynamo's recompile limit, silently run eager.
-            torch._dynamo.reset()
-            t_fwd = timeit(fwd(torch.compile(group_rational_reference, dynamic=False)), device, min_run_time)
-            torch._dynamo.reset()
-            t_bwd = timeit(fwd_bwd(torch.compile(group_rational_reference, dynamic=False)), device, min_run_time)
-            res[name] = (t_fwd, t_bwd)
-            continue
+    for name, f in (("ours", group_rational), ("eager", group_rational_reference)):
         res[name] = (timeit(fwd(f), device, min_run_time), timeit(fwd_bwd(f), device, min_run_time))
+    if with_compile:
+        # A fresh compilation per case and per grad mode: one shared compiled function would recompile for each
+        # dtype/shape/grad-mode and, past dynamo's recompile limit, silently run eager.
+        times = []
+        for mode in (fwd, fwd_bwd):
+            torch._dynamo.reset()
+            times.append(timeit(mode(torch.compile(group_rational_reference, dynamic=False)), device, min_run_time))
+        res["compiled"] = tuple(times)
     numel, es = x.numel(), x.element_size()
     gbs = (2 * numel * es / res["ours"][0] / 1e9, 5 * numel * es / res["ours"][1] / 1e9)
     return res, gbs

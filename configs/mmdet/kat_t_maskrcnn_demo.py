@@ -8,7 +8,7 @@
 # mild jitter (0.75-1.25), neck and heads 128 wide instead of 256, fewer proposals/RoIs, batch 4, AdamW lr 2e-4 with
 # 50 warm-up iterations, plain OptimWrapper (no AMP), no pretraining (random init, so no layer-wise lr decay), box +
 # mask AP (CocoMetric) on the validation images at the end.
-# 2 CPU cores: 0.65-0.85 s/iter with 2 threads (7-8 min for the demo); under load, 1 thread: ~1.2 s/iter.
+# 2 CPU cores: 0.65-1.0 s/iter with 2 threads (make demo: 8.4 min in all); 1 thread: ~1.3 s/iter.
 _base_ = './kat_t_maskrcnn.py'
 
 data_root = 'data/coco_demo/'

@@ -1,5 +1,5 @@
 """Running GPU configs on CPU: config rewrites and a CPU process group, shared by ``tools/train.py`` and
-``tools/test.py`` (mmdet and mmseg configs alike)."""
+``tools/test.py`` (mmdet and mmseg configs alike); and the process-group teardown both tools end with (any backend)."""
 
 from __future__ import annotations
 
