@@ -1,0 +1,273 @@
+"""What timm's own tests/test_models.py checks on its models, run on every registered KAT model.
+
+Mirrors timm's tests (forward + grad checkpointing, backward, the non-standard default-cfg test that timm applies to
+its ViTs, features_only with the getter and with fx, forward_intermediates, fx forward/backward through timm's
+leaf lists, TorchScript under ``set_scriptable(True)``, fx + TorchScript), plus plain ``torch.fx.symbolic_trace``,
+``torch.compile(fullgraph=True)`` and channels-last input. KAT's pretrained cfgs fix the input at 224 px; like timm
+(which shrinks inputs and skips large fixed-size models to keep its CI cheap) these run at 32 px (``img_size=32``,
+a 2 x 2 patch grid), with every structural check unchanged.
+"""
+
+import math
+
+import pytest
+import timm
+import torch
+from timm.layers import get_channel_dim, get_spatial_dim
+from timm.models import get_notrace_functions, get_notrace_modules
+from torchvision.models.feature_extraction import NodePathTracer, create_feature_extractor, get_graph_node_names
+
+import kat_backbones  # noqa: F401  (registers the models)
+from kat_backbones.layers import GroupRational
+
+NAMES = sorted(timm.list_models("kat_*"))
+TINY = [n for n in NAMES if n.startswith("kat_tiny")]
+IMG = 32  # 2 x 2 patches of 16 px
+INPUT = (3, IMG, IMG)
+
+
+def _create(name, **kwargs):
+    return timm.create_model(name, pretrained=False, img_size=IMG, **kwargs)
+
+
+def _create_fx_model(model, train=False):
+    """timm's tests/test_models.py::_create_fx_model: torchvision's feature extractor with timm's leaf lists."""
+    tracer_kwargs = dict(
+        leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(), param_shapes_constant=True
+    )
+    train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
+    eval_return_nodes = [eval_nodes[-1]]
+    train_return_nodes = [train_nodes[-1]]
+    if train:
+        graph = NodePathTracer(**tracer_kwargs).trace(model)
+        graph_nodes = list(reversed(graph.nodes))
+        output_node_names = [n.name for n in graph_nodes[0]._input_nodes.keys()]
+        graph_node_names = [n.name for n in graph_nodes]
+        output_node_indices = [-graph_node_names.index(node_name) for node_name in output_node_names]
+        train_return_nodes = [train_nodes[ix] for ix in output_node_indices]
+    return create_feature_extractor(
+        model, train_return_nodes=train_return_nodes, eval_return_nodes=eval_return_nodes, tracer_kwargs=tracer_kwargs
+    )
+
+
+def test_nine_models_registered():
+    assert len(NAMES) == 9 and all(n.endswith("_patch16_224") for n in NAMES)
+    assert GroupRational in get_notrace_modules()  # a leaf for timm's fx tools
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_forward(name):
+    """timm: test_model_forward (incl. grad checkpointing leaves the output unchanged) + channels-last input."""
+    model = _create(name).eval()
+    x = torch.randn(1, *INPUT)
+    with torch.no_grad():
+        out = model(x)
+        assert out.shape == (1, 1000) and not torch.isnan(out).any()
+        torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last)), out, rtol=1e-5, atol=1e-5)
+        model.set_grad_checkpointing()
+        torch.testing.assert_close(model(x), out, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_backward(name):
+    """timm: test_model_backward (every parameter gets a gradient)."""
+    model = _create(name, num_classes=42).train()
+    num_params = sum(p.numel() for p in model.parameters())
+    out = model(torch.randn(2, *INPUT))
+    out.mean().backward()
+    for n, p in model.named_parameters():
+        assert p.grad is not None, f"No gradient for {n}"
+    assert sum(p.grad.numel() for p in model.parameters()) == num_params
+    assert out.shape == (2, 42) and not torch.isnan(out).any()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_default_cfgs(name):
+    """timm: test_model_default_cfgs_non_std (the variant timm runs on its ViTs: token outputs), plus the
+    ``global_pool`` variants."""
+    model = _create(name).eval()
+    assert model.num_classes == 1000 and model.num_features > 0 and model.head_hidden_size > 0
+    state_dict = model.state_dict()
+    cfg = model.pretrained_cfg
+    x = torch.randn(1, *INPUT)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        pre = model.forward_head(feats, pre_logits=True)
+        assert feats.shape == (1, 1 + (IMG // 16) ** 2, model.num_features)
+        assert pre.shape == (1, model.head_hidden_size)
+        model.reset_classifier(0)
+        assert model.num_classes == 0
+        out = model(x)
+        assert out.shape == pre.shape
+        torch.testing.assert_close(out, pre)
+        for pool in ("avg", "max", "avgmax", "token", ""):
+            model.reset_classifier(0, pool)
+            out = model(x)
+            assert out.shape == (feats.shape if pool == "" else (1, model.num_features)), pool
+    for c in (cfg["classifier"],) if isinstance(cfg["classifier"], str) else cfg["classifier"]:
+        assert c + ".weight" in state_dict
+    assert cfg["first_conv"] + ".weight" in state_dict
+    with torch.no_grad():
+        headless = _create(name, num_classes=0).eval()
+        assert headless(x).shape == (1, headless.num_features)
+        unpooled = _create(name, num_classes=0, global_pool="").eval()
+        assert unpooled(x).shape == feats.shape
+        avg = _create(name, global_pool="avg").eval()  # avg pooling switches fc_norm on, as in timm's ViT
+        assert avg(x).shape == (1, 1000) and not isinstance(avg.fc_norm, torch.nn.Identity)
+
+
+def test_default_cfgs_every_tag():
+    """timm runs the cfg test on every tag (``include_tags=True``); the cfgs of each KAT tag resolve and build."""
+    tagged = timm.list_models("kat_*", include_tags=True)
+    assert len(tagged) == 12  # 6 from-scratch names without weights + 3 names x (.in1k, .vitft_in1k)
+    for name in tagged:
+        cfg = timm.models.get_pretrained_cfg(name)
+        assert cfg.input_size == (3, 224, 224) and cfg.num_classes == 1000 and cfg.classifier == "head"
+        assert cfg.first_conv == "patch_embed.proj" and cfg.crop_pct == 0.875 and cfg.interpolation == "bicubic"
+    model = timm.create_model("kat_tiny_patch16_224.vitft_in1k", img_size=IMG)
+    assert model.pretrained_cfg["tag"] == "vitft_in1k"
+
+
+def _check_feature_outputs(model, outputs, batch=1):
+    channels, reductions = model.feature_info.channels(), model.feature_info.reduction()
+    assert len(channels) >= 3 and len(outputs) == len(channels)
+    fmt = getattr(model, "output_fmt", "NCHW")
+    feat_axis, spatial_axis = get_channel_dim(fmt), get_spatial_dim(fmt)
+    for c, r, o in zip(channels, reductions, outputs):
+        assert o.shape[0] == batch and o.shape[feat_axis] == c
+        assert o.shape[spatial_axis[0]] <= math.ceil(IMG / r) + 1 and o.shape[spatial_axis[1]] <= math.ceil(IMG / r) + 1
+        assert not torch.isnan(o).any()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_forward_features(name):
+    """timm: test_model_forward_features and test_model_forward_intermediates_features (features_only, getter)."""
+    with torch.no_grad():
+        for kwargs in ({}, {"feature_cls": "getter"}):
+            model = _create(name, features_only=True, **kwargs).eval()
+            _check_feature_outputs(model, model(torch.randn(1, *INPUT)))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_forward_intermediates(name):
+    """timm: test_model_forward_intermediates (all 12 blocks, NCHW; final output equals forward_features)."""
+    model = _create(name).eval()
+    info = timm.models.FeatureInfo(model.feature_info, len(model.feature_info))
+    x = torch.randn(1, *INPUT)
+    with torch.no_grad():
+        final, intermediates = model.forward_intermediates(x, output_fmt="NCHW")
+        assert len(intermediates) == len(info.channels()) == 12
+        for c, r, o in zip(info.channels(), info.reduction(), intermediates):
+            assert o.shape == (1, c, math.ceil(IMG / r), math.ceil(IMG / r)) and not torch.isnan(o).any()
+        assert torch.allclose(final, model.forward_features(x))
+        model.set_grad_checkpointing()
+        final2, _ = model.forward_intermediates(x, output_fmt="NCHW")
+        assert torch.allclose(final, final2, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_forward_fx(name):
+    """timm: test_model_forward_fx (exactly the eager output) + ``features_only`` with ``feature_cls='fx'``.
+
+    As for timm's ViTs, the fx feature net returns the blocks' token maps (B, 1 + H*W, C): the model's
+    ``forward_intermediates`` tokens with the cls token in front.
+    """
+    model = _create(name).eval()
+    x = torch.randn(1, *INPUT)
+    with torch.inference_mode():
+        out = model(x)
+        fx_out = torch.cat(tuple(_create_fx_model(model)(x).values()))
+        assert torch.equal(fx_out, out)
+    fx_feats = _create(name, features_only=True, feature_cls="fx", out_indices=(2, 5, 8, 11)).eval()
+    assert fx_feats.feature_info.module_name() == [f"blocks.{i}" for i in (2, 5, 8, 11)]
+    missing, _ = fx_feats.graph_module.load_state_dict(model.state_dict(), strict=False)  # the traced part only
+    assert not missing
+    with torch.no_grad():
+        tokens = fx_feats(x)
+        _, ref = model.forward_intermediates(x, indices=[2, 5, 8, 11], output_fmt="NLC", return_prefix_tokens=True)
+    assert len(tokens) == len(ref) == 4
+    for t, (spatial, prefix) in zip(tokens, ref):
+        assert t.shape == (1, 1 + (IMG // 16) ** 2, model.num_features)
+        assert torch.equal(t, torch.cat([prefix, spatial], dim=1))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_backward_fx(name):
+    """timm: test_model_backward_fx."""
+    model = _create(name, num_classes=42).train()
+    num_params = sum(p.numel() for p in model.parameters())
+    fx_model = _create_fx_model(model, train=True)
+    out = torch.cat(tuple(fx_model(torch.randn(2, *INPUT)).values()))
+    out.mean().backward()
+    for n, p in fx_model.named_parameters():
+        assert p.grad is not None, f"No gradient for {n}"
+    assert sum(p.grad.numel() for p in fx_model.parameters()) == num_params
+    assert out.shape[-1] == 42 and not torch.isnan(out).any()
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_plain_fx_symbolic_trace(name):
+    """torch.fx.symbolic_trace without timm's leaf lists: the op call is an fx leaf (``torch.fx.wrap``)."""
+    model = _create(name).eval()
+    gm = torch.fx.symbolic_trace(model)
+    ops = [n for n in gm.graph.nodes if n.op == "call_function" and n.target.__name__ == "apply_group_rational"]
+    assert len(ops) == 24  # act1 + act2 in 12 blocks
+    x = torch.randn(2, *INPUT)
+    with torch.no_grad():
+        assert torch.equal(gm(x), model(x))
+    feats = timm.models.create_feature_extractor(model, return_nodes={"blocks.5": "mid", "norm": "out"})
+    with torch.no_grad():
+        got = feats(x)
+    assert got["mid"].shape == got["out"].shape == (2, 5, 192)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_forward_torchscript(name):
+    """timm: test_model_forward_torchscript (``set_scriptable(True)``, ``torch.jit.script``), against eager."""
+    with timm.layers.set_scriptable(True):
+        model = _create(name).eval()
+    scripted = torch.jit.script(model)
+    x = torch.randn(1, *INPUT)
+    with torch.no_grad():
+        out = scripted(x)
+        assert out.shape == (1, 1000) and not torch.isnan(out).any()
+        torch.testing.assert_close(out, model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_model_forward_fx_torchscript(name):
+    """timm: test_model_forward_fx_torchscript (fx-traced, then scripted)."""
+    with timm.layers.set_scriptable(True):
+        model = _create(name).eval()
+    scripted = torch.jit.script(_create_fx_model(model))
+    x = torch.randn(1, *INPUT)
+    with torch.inference_mode():
+        out = torch.cat(tuple(scripted(x).values()))
+        assert out.shape == (1, 1000) and not torch.isnan(out).any()
+        torch.testing.assert_close(out, model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_torchscript_training_gradients():
+    """A scripted KAT trains: the registered op's autograd reaches the rational coefficients."""
+    with timm.layers.set_scriptable(True):
+        model = _create("kat_tiny_patch16_224", num_classes=10).train()
+    scripted = torch.jit.script(model)
+    scripted(torch.randn(2, *INPUT)).logsumexp(-1).mean().backward()
+    act = model.blocks[-1].mlp.act2
+    assert act.weight_numerator.grad is not None and act.weight_denominator.grad.abs().sum() > 0
+
+
+def test_torch_compile_fullgraph():
+    """torch.compile(fullgraph=True) on KAT-T: forward and backward match eager (no graph breaks)."""
+    torch.manual_seed(0)
+    model = _create("kat_tiny_patch16_224", num_classes=10).train()
+    x = torch.randn(2, *INPUT)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    ref = model(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    out.square().mean().backward()
+    grad = model.blocks[0].mlp.act1.weight_denominator.grad.clone()
+    model.zero_grad()
+    ref.square().mean().backward()
+    torch.testing.assert_close(grad, model.blocks[0].mlp.act1.weight_denominator.grad, rtol=1e-4, atol=1e-6)
