@@ -5,9 +5,12 @@ its ViTs, features_only with the getter and with fx, forward_intermediates, fx f
 leaf lists, TorchScript under ``set_scriptable(True)``, fx + TorchScript), plus plain ``torch.fx.symbolic_trace``,
 ``torch.compile(fullgraph=True)`` and channels-last input. KAT's pretrained cfgs fix the input at 224 px; like timm
 (which shrinks inputs and skips large fixed-size models to keep its CI cheap) these run at 32 px (``img_size=32``,
-a 2 x 2 patch grid), with every structural check unchanged.
+a 2 x 2 patch grid), with every structural check unchanged. Each model is built once per name (the ``built``
+fixture; tests work on copies); the checks that cost seconds per call whatever the size (TorchScript compilation,
+fx + TorchScript, torch.compile) run on one model per size or on KAT-T.
 """
 
+import copy
 import math
 
 import pytest
@@ -15,6 +18,7 @@ import timm
 import torch
 from timm.layers import get_channel_dim, get_spatial_dim
 from timm.models import get_notrace_functions, get_notrace_modules
+from timm.models._features import FeatureGetterNet
 from torchvision.models.feature_extraction import NodePathTracer, create_feature_extractor, get_graph_node_names
 
 import kat_backbones  # noqa: F401  (registers the models)
@@ -28,6 +32,20 @@ INPUT = (3, IMG, IMG)
 
 def _create(name, **kwargs):
     return timm.create_model(name, pretrained=False, img_size=IMG, **kwargs)
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def built(request):
+    """(name, model) built once per name; pytest groups the tests by name, so one model is alive at a time."""
+    torch.manual_seed(0)
+    return request.param, _create(request.param)
+
+
+def _copy(built, num_classes=None):
+    model = copy.deepcopy(built[1])
+    if num_classes is not None:
+        model.reset_classifier(num_classes)
+    return model
 
 
 def _create_fx_model(model, train=False):
@@ -55,10 +73,9 @@ def test_nine_models_registered():
     assert GroupRational in get_notrace_modules()  # a leaf for timm's fx tools
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_model_forward(name):
+def test_model_forward(built):
     """timm: test_model_forward (incl. grad checkpointing leaves the output unchanged) + channels-last input."""
-    model = _create(name).eval()
+    model = _copy(built).eval()
     x = torch.randn(1, *INPUT)
     with torch.no_grad():
         out = model(x)
@@ -68,10 +85,9 @@ def test_model_forward(name):
         torch.testing.assert_close(model(x), out, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_model_backward(name):
-    """timm: test_model_backward (every parameter gets a gradient)."""
-    model = _create(name, num_classes=42).train()
+def test_model_backward(built):
+    """timm: test_model_backward (every parameter gets a gradient; a 42-class head as timm's ``num_classes=42``)."""
+    model = _copy(built, num_classes=42).train()
     num_params = sum(p.numel() for p in model.parameters())
     out = model(torch.randn(2, *INPUT))
     out.mean().backward()
@@ -81,11 +97,10 @@ def test_model_backward(name):
     assert out.shape == (2, 42) and not torch.isnan(out).any()
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_model_default_cfgs(name):
+def test_model_default_cfgs(built):
     """timm: test_model_default_cfgs_non_std (the variant timm runs on its ViTs: token outputs), plus the
-    ``global_pool`` variants."""
-    model = _create(name).eval()
+    ``global_pool`` variants (the constructor arguments ``num_classes=0`` / ``global_pool`` in the next test)."""
+    name, model = built[0], _copy(built).eval()
     assert model.num_classes == 1000 and model.num_features > 0 and model.head_hidden_size > 0
     state_dict = model.state_dict()
     cfg = model.pretrained_cfg
@@ -107,13 +122,23 @@ def test_model_default_cfgs(name):
     for c in (cfg["classifier"],) if isinstance(cfg["classifier"], str) else cfg["classifier"]:
         assert c + ".weight" in state_dict
     assert cfg["first_conv"] + ".weight" in state_dict
+    assert model.pretrained_cfg["architecture"] == name
+
+
+@pytest.mark.parametrize("name", ["kat_tiny_patch16_224"])
+def test_create_head_and_pool_arguments(name):
+    """timm's cfg test builds with ``num_classes=0`` and ``global_pool=''``; also ``'avg'`` (fc_norm on) and
+    ``'map'`` (attention pooling)."""
+    x = torch.randn(1, *INPUT)
     with torch.no_grad():
         headless = _create(name, num_classes=0).eval()
-        assert headless(x).shape == (1, headless.num_features)
+        assert headless(x).shape == (1, headless.num_features) and headless.num_classes == 0
         unpooled = _create(name, num_classes=0, global_pool="").eval()
-        assert unpooled(x).shape == feats.shape
+        assert unpooled(x).shape == (1, 1 + (IMG // 16) ** 2, unpooled.num_features)
         avg = _create(name, global_pool="avg").eval()  # avg pooling switches fc_norm on, as in timm's ViT
         assert avg(x).shape == (1, 1000) and not isinstance(avg.fc_norm, torch.nn.Identity)
+        attn_pool = _create(name, global_pool="map", num_classes=7).eval()
+        assert attn_pool(x).shape == (1, 7) and attn_pool.attn_pool is not None
 
 
 def test_default_cfgs_every_tag():
@@ -139,19 +164,19 @@ def _check_feature_outputs(model, outputs, batch=1):
         assert not torch.isnan(o).any()
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_model_forward_features(name):
-    """timm: test_model_forward_features and test_model_forward_intermediates_features (features_only, getter)."""
+def test_model_forward_features(built):
+    """timm: test_model_forward_features and test_model_forward_intermediates_features (``features_only``; KAT's
+    default feature class is timm's getter, as for its ViTs)."""
+    name = built[0]
+    model = _create(name, features_only=True).eval()
+    assert isinstance(model, FeatureGetterNet)
     with torch.no_grad():
-        for kwargs in ({}, {"feature_cls": "getter"}):
-            model = _create(name, features_only=True, **kwargs).eval()
-            _check_feature_outputs(model, model(torch.randn(1, *INPUT)))
+        _check_feature_outputs(model, model(torch.randn(1, *INPUT)))
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_model_forward_intermediates(name):
+def test_model_forward_intermediates(built):
     """timm: test_model_forward_intermediates (all 12 blocks, NCHW; final output equals forward_features)."""
-    model = _create(name).eval()
+    model = _copy(built).eval()
     info = timm.models.FeatureInfo(model.feature_info, len(model.feature_info))
     x = torch.randn(1, *INPUT)
     with torch.no_grad():
@@ -165,19 +190,20 @@ def test_model_forward_intermediates(name):
         assert torch.allclose(final, final2, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_model_forward_fx(name):
+def test_model_forward_fx(built):
     """timm: test_model_forward_fx (exactly the eager output) + ``features_only`` with ``feature_cls='fx'``.
 
     As for timm's ViTs, the fx feature net returns the blocks' token maps (B, 1 + H*W, C): the model's
     ``forward_intermediates`` tokens with the cls token in front.
     """
-    model = _create(name).eval()
+    name, model = built[0], _copy(built).eval()
     x = torch.randn(1, *INPUT)
     with torch.inference_mode():
         out = model(x)
         fx_out = torch.cat(tuple(_create_fx_model(model)(x).values()))
         assert torch.equal(fx_out, out)
+    if name not in TINY:
+        return  # the fx feature net below: built the same way for every size, checked on the KAT-T names
     fx_feats = _create(name, features_only=True, feature_cls="fx", out_indices=(2, 5, 8, 11)).eval()
     assert fx_feats.feature_info.module_name() == [f"blocks.{i}" for i in (2, 5, 8, 11)]
     missing, _ = fx_feats.graph_module.load_state_dict(model.state_dict(), strict=False)  # the traced part only
@@ -191,10 +217,9 @@ def test_model_forward_fx(name):
         assert torch.equal(t, torch.cat([prefix, spatial], dim=1))
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_model_backward_fx(name):
+def test_model_backward_fx(built):
     """timm: test_model_backward_fx."""
-    model = _create(name, num_classes=42).train()
+    model = _copy(built, num_classes=42).train()
     num_params = sum(p.numel() for p in model.parameters())
     fx_model = _create_fx_model(model, train=True)
     out = torch.cat(tuple(fx_model(torch.randn(2, *INPUT)).values()))
@@ -205,7 +230,7 @@ def test_model_backward_fx(name):
     assert out.shape[-1] == 42 and not torch.isnan(out).any()
 
 
-@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("name", ["kat_tiny_gelu_patch16_224"])
 def test_plain_fx_symbolic_trace(name):
     """torch.fx.symbolic_trace without timm's leaf lists: the op call is an fx leaf (``torch.fx.wrap``)."""
     model = _create(name).eval()
@@ -221,7 +246,7 @@ def test_plain_fx_symbolic_trace(name):
     assert got["mid"].shape == got["out"].shape == (2, 5, 192)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [f"kat_{s}_patch16_224" for s in ("tiny", "small", "base")])
 def test_model_forward_torchscript(name):
     """timm: test_model_forward_torchscript (``set_scriptable(True)``, ``torch.jit.script``), against eager."""
     with timm.layers.set_scriptable(True):
@@ -234,7 +259,7 @@ def test_model_forward_torchscript(name):
         torch.testing.assert_close(out, model(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("name", ["kat_tiny_swish_patch16_224"])
 def test_model_forward_fx_torchscript(name):
     """timm: test_model_forward_fx_torchscript (fx-traced, then scripted)."""
     with timm.layers.set_scriptable(True):
