@@ -148,6 +148,7 @@ def test_offline_error_is_fast_and_says_what_to_do(tmp_path, monkeypatch):
     assert time.monotonic() - start < 10
     message = str(err.value)
     assert url in message and "pretrained_cfg_overlay=dict(file=" in message and str(tmp_path) in message
+    assert "model.backbone.init_cfg.checkpoint=" in message and "'kat_tiny_patch16_224.in1k'" in message
     # the released cfg with downloads disabled (HF_HUB_OFFLINE): both official locations are named, at once
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
@@ -156,6 +157,14 @@ def test_offline_error_is_fast_and_says_what_to_do(tmp_path, monkeypatch):
     assert time.monotonic() - start < 10
     w = next(w for w in RELEASED_WEIGHTS if w.name == "kat_small_patch16_224.vitft_in1k")
     assert w.url in str(err.value) and w.mirror_url in str(err.value)
+
+
+def test_readme_weights_table():
+    readme = (CONFIGS.parent / "README.md").read_text()
+    for w in RELEASED_WEIGHTS:
+        short = f"{w.filename[: w.filename.index(w.sha256) + 8]}…{w.sha256[-5:]}.pth"
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{w.name}` |"))
+        assert f"`{short}`" in row and f"`{w.hf_hub_id}`" in row and f"| {w.top1} |" in row, row
 
 
 @pytest.mark.parametrize(

@@ -250,7 +250,9 @@ def fetch_pretrained_file(
         f"could not download the pretrained weights {filename}:\n  {tried}\n"
         f"Download the file yourself from {' or '.join(urls)} and either pass it: "
         f"timm.create_model({model_name!r}, pretrained=True, pretrained_cfg_overlay=dict(file='/path/to/{filename}')), "
-        f"or put it under this name in the checkpoint cache {cache} (set TORCH_HOME to move the cache)."
+        f"or put it under this name in the checkpoint cache {cache} (set TORCH_HOME to move the cache). In an "
+        f"OpenMMLab config, give the file as the backbone's init_cfg checkpoint: --cfg-options "
+        f"model.backbone.init_cfg.checkpoint=/path/to/{filename}"
     )
 
 
