@@ -12,6 +12,10 @@ fx + TorchScript, torch.compile) run on one model per size or on KAT-T.
 
 import copy
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import timm
@@ -24,6 +28,7 @@ from torchvision.models.feature_extraction import NodePathTracer, create_feature
 import kat_backbones  # noqa: F401  (registers the models)
 from kat_backbones.layers import GroupRational
 
+ROOT = Path(__file__).resolve().parents[1]
 NAMES = sorted(timm.list_models("kat_*"))
 TINY = [n for n in NAMES if n.startswith("kat_tiny")]
 IMG = 32  # 2 x 2 patches of 16 px
@@ -296,3 +301,26 @@ def test_torch_compile_fullgraph():
     model.zero_grad()
     ref.square().mean().backward()
     torch.testing.assert_close(grad, model.blocks[0].mlp.act1.weight_denominator.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_without_extension_fx_works_and_script_says_why():
+    """Without kat_backbones._C (fallback op): eager and fx still work; TorchScript names the missing extension."""
+    code = """
+import sys, warnings
+sys.modules["kat_backbones._C"] = None  # makes `from kat_backbones import _C` fail, as on a broken install
+warnings.simplefilter("ignore")
+import timm, torch, kat_backbones
+assert kat_backbones.ops.available_backends() == []
+model = timm.create_model("kat_tiny_patch16_224", img_size=32).eval()
+x = torch.randn(1, 3, 32, 32)
+with torch.no_grad():
+    assert torch.equal(torch.fx.symbolic_trace(model)(x), model(x))
+try:
+    torch.jit.script(model)
+except RuntimeError as err:
+    assert "TorchScript needs the compiled op kat_backbones._C" in str(err), err
+    print("OK")
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("OK"), result.stdout + result.stderr
