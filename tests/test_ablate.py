@@ -217,7 +217,7 @@ def test_collect_run_logs(tmp_path):
 
 @pytest.fixture(scope="module")
 def cls_demo_data(tmp_path_factory) -> Path:
-    from kat_backbones.demo_data.imagenet import make_imagenet_demo
+    from kat_backbones.apps.demo_data.imagenet import make_imagenet_demo
 
     return make_imagenet_demo(tmp_path_factory.mktemp("data"), num_classes=4, num_train=8, num_val=4, size=32)
 

@@ -27,7 +27,7 @@ from mmengine.optim import build_optim_wrapper  # noqa: E402
 from mmengine.registry import DATASETS, METRICS, MODELS  # noqa: E402
 
 from kat_backbones.convert import save_state_dict_file  # noqa: E402
-from kat_backbones.demo_data.imagenet import CLASSES, make_imagenet_demo  # noqa: E402
+from kat_backbones.apps.demo_data.imagenet import CLASSES, make_imagenet_demo  # noqa: E402
 from kat_backbones.mm import convert_cfg_for_cpu  # noqa: E402
 from kat_backbones.mm.cls import Accuracy, ImageFolderDataset, TimmClassifier, TimmTransform  # noqa: E402
 from tests.mm_utils import single_thread_fixture  # noqa: E402, F401  (fixture: single_thread)
@@ -87,7 +87,7 @@ def test_demo_classes_have_their_own_hue():
     saturated pixels identifies the class."""
     import colorsys
 
-    from kat_backbones.demo_data.imagenet import HUES, render_sample
+    from kat_backbones.apps.demo_data.imagenet import HUES, render_sample
 
     rng = np.random.default_rng(0)
     for label, hue in enumerate(HUES):

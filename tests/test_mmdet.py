@@ -31,7 +31,7 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import kat_backbones.mm as kat_mm  # noqa: E402
-from kat_backbones.demo_data.coco import DEMO_CLASSES, make_coco_demo  # noqa: E402
+from kat_backbones.apps.demo_data.coco import DEMO_CLASSES, make_coco_demo  # noqa: E402
 from kat_backbones.models.dense import KATDense  # noqa: E402
 from tests.mm_utils import (  # noqa: E402, F401  (fixtures: coco_demo, single_thread)
     DET_CONFIG_DIR,

@@ -35,8 +35,8 @@ from mmengine.runner import Runner  # noqa: E402
 from mmengine.runner.checkpoint import _load_checkpoint  # noqa: E402
 
 import kat_backbones.mm as kat_mm  # noqa: E402
-from kat_backbones.demo_data.ade import make_ade_demo  # noqa: E402
-from kat_backbones.demo_data.imagenet import make_imagenet_demo  # noqa: E402
+from kat_backbones.apps.demo_data.ade import make_ade_demo  # noqa: E402
+from kat_backbones.apps.demo_data.imagenet import make_imagenet_demo  # noqa: E402
 from kat_backbones.mm.checkpoint import (  # noqa: E402
     CorruptCheckpointError,
     UnsafeCheckpointError,

@@ -1,4 +1,4 @@
-"""Pictures: tools/plot_rationals.py, tools/plot_curves.py, tools/visualize.py (det / seg / cls) and kat_backbones.viz.
+"""Pictures: tools/plot_rationals.py, tools/plot_curves.py, tools/visualize.py (det / seg / cls) and kat_backbones.apps.viz.
 
 Everything runs on CPU with tiny inputs: a 2-epoch x 2-iteration tools/train.py run of configs/imagenet/kat_t_demo.py
 at 32 px gives a real mmengine Runner checkpoint (message hub included) and scalars.json; the detection and
@@ -21,7 +21,7 @@ from PIL import Image
 
 import kat_backbones  # noqa: F401
 from kat_backbones.layers import GroupRational
-from kat_backbones.viz import find_rationals, init_curve, load_checkpoint_file, parse_index_list
+from kat_backbones.apps.viz import find_rationals, init_curve, load_checkpoint_file, parse_index_list
 
 pytest.importorskip("mmengine")
 pytestmark = [
@@ -66,7 +66,7 @@ def perturb_rationals(model, scale: float = 0.02) -> None:
 @pytest.fixture(scope="module", name="cls_run")
 def cls_run_fixture(tmp_path_factory) -> dict:
     """tools/train.py on configs/imagenet/kat_t_demo.py: 4 images of 32 px, batch 2, 2 epochs (4 iterations)."""
-    from kat_backbones.demo_data.imagenet import make_imagenet_demo
+    from kat_backbones.apps.demo_data.imagenet import make_imagenet_demo
 
     tmp = tmp_path_factory.mktemp("cls_run")
     root = make_imagenet_demo(tmp / "data", num_classes=4, num_train=4, num_val=4, size=32)
@@ -87,7 +87,7 @@ def cls_run_fixture(tmp_path_factory) -> dict:
     return dict(root=root, work_dir=work_dir, checkpoint=work_dir / "epoch_2.pth", config=work_dir / "kat_t_demo.py")
 
 
-# --- kat_backbones.viz -----------------------------------------------------------------------------------------------
+# --- kat_backbones.apps.viz -----------------------------------------------------------------------------------------------
 
 
 def test_parse_index_list():
@@ -271,7 +271,7 @@ test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 def test_visualize_detection(tmp_path, capsys):
     """A random tiny KAT Mask R-CNN (the demo config, shrunk): boxes, masks and labels drawn by DetLocalVisualizer."""
     pytest.importorskip("mmdet")
-    from kat_backbones.demo_data.coco import DEMO_CLASSES, make_coco_demo
+    from kat_backbones.apps.demo_data.coco import DEMO_CLASSES, make_coco_demo
 
     root = make_coco_demo(tmp_path / "data", num_train=1, num_val=1, size=96, seed=0)
     config = tmp_path / "det_cfg.py"
@@ -308,7 +308,7 @@ test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 def test_visualize_segmentation(tmp_path, capsys):
     """A random tiny KAT UperNet (the demo config, shrunk): class colours (ADE palette) drawn by SegLocalVisualizer."""
     pytest.importorskip("mmseg")
-    from kat_backbones.demo_data.ade import DEMO_CLASSES, make_ade_demo
+    from kat_backbones.apps.demo_data.ade import DEMO_CLASSES, make_ade_demo
 
     root = make_ade_demo(tmp_path / "data", num_train=1, num_val=1, size=96)
     config = tmp_path / "seg_cfg.py"

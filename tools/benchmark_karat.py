@@ -33,7 +33,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from kat_backbones.memory import proc_status_kib, reset_peak_rss, saved_tensor_bytes
+from kat_backbones.apps.memory import proc_status_kib, reset_peak_rss, saved_tensor_bytes
 
 VARIANTS = ("lean", "naive", "softmax")
 _MMAP_THRESHOLD = str(128 * 1024)

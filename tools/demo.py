@@ -5,7 +5,7 @@
     python tools/demo.py --threads 2         # intra-op threads (0 = torch's default)
 
 Steps: writes the demo set to ``DATA/coco_demo`` if it is missing or was written with other settings
-(:mod:`kat_backbones.demo_data.coco`: 3 shape classes, one hue per class, shapes 38-90 px on 160 px images),
+(:mod:`kat_backbones.apps.demo_data.coco`: 3 shape classes, one hue per class, shapes 38-90 px on 160 px images),
 evaluates the untrained model once (CocoMetric bbox + segm on the validation split: the baseline), trains
 ``configs/mmdet/kat_t_maskrcnn_demo.py`` through mmengine's Runner (progress log with ETA every ``--log-interval``
 iterations), evaluates again, draws ground truth | predictions (boxes + masks) for a few validation images into one
@@ -91,7 +91,7 @@ def auto_threads() -> int:
 
 
 # The demo set: shapes of 0.12-0.28 x the image side (38-90 px at 160), one hue per class (as in the classification
-# demo set). See kat_backbones.demo_data.coco. Before LN2d returned contiguous maps (mmcv's RoIAlign misread them;
+# demo set). See kat_backbones.apps.demo_data.coco. Before LN2d returned contiguous maps (mmcv's RoIAlign misread them;
 # docs/detection.md), the RoI heads learned nothing on it and bbox mAP stayed at 0.11-0.15.
 DEMO_RADIUS = (0.12, 0.28)
 DEMO_CLASS_HUES = True
@@ -99,7 +99,7 @@ DEMO_CLASS_HUES = True
 
 def ensure_data(data_dir: Path, size: int, num_train: int, num_val: int, max_objects: int, seed: int) -> Path:
     """The demo set under ``data_dir/coco_demo``, (re)written unless it exists with these settings."""
-    from kat_backbones.demo_data.coco import COCO_SUBDIR, make_coco_demo
+    from kat_backbones.apps.demo_data.coco import COCO_SUBDIR, make_coco_demo
 
     data_root = data_dir / COCO_SUBDIR
     settings = dict(num_train=num_train, num_val=num_val, size=size, seed=seed, max_objects=max_objects,

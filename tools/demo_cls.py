@@ -4,7 +4,7 @@
     python tools/demo_cls.py --epochs 4       # shorter
     python tools/demo_cls.py --threads 0      # torch's default thread count (default: 1 thread)
 
-Writes the demo set to ``DATA/imagenet_demo`` if it is missing (:mod:`kat_backbones.demo_data.imagenet`), evaluates
+Writes the demo set to ``DATA/imagenet_demo`` if it is missing (:mod:`kat_backbones.apps.demo_data.imagenet`), evaluates
 the untrained model (the chance baseline), trains ``configs/imagenet/kat_t_demo.py`` with the Runner's progress log,
 evaluates again and ends with one line::
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    from kat_backbones.demo_data.imagenet import IMAGENET_DEMO_SUBDIR, make_imagenet_demo
+    from kat_backbones.apps.demo_data.imagenet import IMAGENET_DEMO_SUBDIR, make_imagenet_demo
     from kat_backbones.mm import convert_cfg_for_cpu
 
     if args.threads > 0:

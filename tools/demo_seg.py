@@ -4,7 +4,7 @@
     python tools/demo_seg.py --iters 200      # shorter
     python tools/demo_seg.py --threads 0      # torch's default thread count (default: 1 thread)
 
-Writes the demo set to ``DATA/ade/ADEChallengeData2016`` if it is missing (:mod:`kat_backbones.demo_data.ade`),
+Writes the demo set to ``DATA/ade/ADEChallengeData2016`` if it is missing (:mod:`kat_backbones.apps.demo_data.ade`),
 evaluates the untrained model, trains ``configs/mmseg/kat_t_upernet_demo.py`` with the Runner's progress log, evaluates
 again (IoUMetric over the 5 demo classes) and ends with one line::
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    from kat_backbones.demo_data.ade import ADE_SUBDIR, make_ade_demo
+    from kat_backbones.apps.demo_data.ade import ADE_SUBDIR, make_ade_demo
     from kat_backbones.mm import convert_cfg_for_cpu
 
     if args.threads > 0:

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kat_backbones.viz import figure_pixels, new_figure, save_figure
+from kat_backbones.apps.viz import figure_pixels, new_figure, save_figure
 
 PRIMARY_METRICS = ("coco/bbox_mAP", "mIoU", "accuracy/top1", "coco/segm_mAP", "aAcc")
 PANEL_W, PANEL_H, HEADER_H = 4.8, 3.4, 0.45

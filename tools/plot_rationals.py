@@ -7,7 +7,7 @@
 
 The source is a checkpoint file (a timm KAT state dict ``.pth``/``.safetensors``, a TimmClassifier run, or an
 mmdet/mmseg Runner checkpoint: keys such as ``backbone.blocks.3.mlp.act2.weight_numerator`` under ``'state_dict'``;
-read with ``torch.load(weights_only=True)``, mmengine's message hub allow-listed, see :mod:`kat_backbones.viz`) or a
+read with ``torch.load(weights_only=True)``, mmengine's message hub allow-listed, see :mod:`kat_backbones.apps.viz`) or a
 timm model name (``timm.create_model``, ``--pretrained`` for its released weights).
 
 One panel per rational module (block N: act1 and act2 side by side, ``--blocks-per-row`` blocks per row); in each
@@ -29,7 +29,7 @@ import sys
 import torch
 
 import kat_backbones  # noqa: F401  (registers the KAT models in timm)
-from kat_backbones.viz import (
+from kat_backbones.apps.viz import (
     RationalEntry,
     figure_pixels,
     find_rationals,

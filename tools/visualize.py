@@ -40,7 +40,7 @@ from mmengine.config import Config, DictAction
 import kat_backbones  # noqa: F401  (registers the kat_backbones scope and the KAT models)
 from kat_backbones.convert import load_kat_weights, unwrap_state_dict
 from kat_backbones.mm.checkpoint import install_safe_checkpoint_loading
-from kat_backbones.viz import load_checkpoint_file
+from kat_backbones.apps.viz import load_checkpoint_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CLS_MIN_SIDE = 320
