@@ -26,7 +26,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.optim import build_optim_wrapper  # noqa: E402
 from mmengine.registry import DATASETS, METRICS, MODELS  # noqa: E402
 
-from kat_backbones.convert import save_state_dict_file  # noqa: E402
+from kat_backbones.checkpoint import save_state_dict  # noqa: E402
 from kat_backbones.apps.demo_data.imagenet import CLASSES, make_imagenet_demo  # noqa: E402
 from kat_backbones.mm import convert_cfg_for_cpu  # noqa: E402
 from kat_backbones.mm.cls import Accuracy, ImageFolderDataset, TimmClassifier, TimmTransform  # noqa: E402
@@ -37,7 +37,7 @@ CONFIG_DIR = REPO / "configs" / "imagenet"
 RECIPE_CONFIGS = ["kat_t_in1k.py", "kat_s_in1k.py", "kat_b_in1k.py"]
 VITFT_CONFIGS = ["kat_t_in1k_vitft.py", "kat_s_in1k_vitft.py", "kat_b_in1k_vitft.py"]
 SIZES = {"t": ("tiny", 192, 0.1), "s": ("small", 384, 0.1), "b": ("base", 768, 0.4)}
-PARAMS = {"tiny": 5_718_328, "small": 22_051_576, "base": 86_568_568}  # SPEC §3 (1000 classes)
+PARAMS = {"tiny": 5_718_328, "small": 22_051_576, "base": 86_568_568}  # the KAT paper's counts (1000 classes)
 
 
 def load_tool(name: str):
@@ -197,7 +197,7 @@ def test_classifier_checkpoint_vit_to_kat(tmp_path):
     """KAT* start: a timm ViT-Ti state dict (224 px, 1000 classes) into KAT-T gelu at 32 px with 4 classes."""
     vit = timm.create_model("vit_tiny_patch16_224")
     path = tmp_path / "vit_tiny.safetensors"
-    save_state_dict_file(vit.state_dict(), path)
+    save_state_dict(vit.state_dict(), path)
     fresh = tiny_classifier(model_name="kat_tiny_gelu_patch16_224")
     model = tiny_classifier(model_name="kat_tiny_gelu_patch16_224", checkpoint=str(path))
     sd, vit_sd, fresh_sd = model.model.state_dict(), vit.state_dict(), fresh.model.state_dict()
@@ -210,7 +210,7 @@ def test_classifier_checkpoint_vit_to_kat(tmp_path):
 
     # and a KAT checkpoint of the same shape loads as is
     kat_path = tmp_path / "kat.pth"
-    save_state_dict_file(model.model.state_dict(), kat_path)
+    save_state_dict(model.model.state_dict(), kat_path)
     again = tiny_classifier(model_name="kat_tiny_gelu_patch16_224", checkpoint=str(kat_path))
     assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in sd.items())
     # the weights of a TimmClassifier run ('state_dict' with 'model.' keys, as mmengine saves them)
@@ -229,7 +229,8 @@ def test_config_set_is_complete():
 
 @pytest.mark.parametrize("name", RECIPE_CONFIGS)
 def test_recipe_config_builds(name):
-    """SPEC §3 recipe values; the model builds with the paper's parameter count; CPU conversion; optimizer groups."""
+    """KAT ImageNet recipe values; the model builds with the paper's parameter count; CPU conversion; optimizer
+    groups."""
     cfg = Config.fromfile(str(CONFIG_DIR / name))
     size, dim, drop_path = SIZES[name[4]]
     assert cfg.default_scope == "kat_backbones"

@@ -277,7 +277,7 @@ def test_config_builds(name):
 
 
 def test_base_recipe():
-    """The ViTDet LSJ-1024 recipe (SPEC §4) as configured in the full configs."""
+    """The ViTDet LSJ-1024 recipe (mmdet projects/ViTDet) as configured in the full configs."""
     cfg = load_cfg("kat_b_maskrcnn.py")
     assert cfg.model.backbone.img_size == (1024, 1024) and cfg.model.backbone.drop_path_rate == 0.1
     assert cfg.model.backbone.window_size == 14 and tuple(cfg.model.backbone.global_blocks) == (2, 5, 8, 11)

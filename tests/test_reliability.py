@@ -37,13 +37,9 @@ from mmengine.runner.checkpoint import _load_checkpoint  # noqa: E402
 import kat_backbones.mm as kat_mm  # noqa: E402
 from kat_backbones.apps.demo_data.ade import make_ade_demo  # noqa: E402
 from kat_backbones.apps.demo_data.imagenet import make_imagenet_demo  # noqa: E402
-from kat_backbones.mm.checkpoint import (  # noqa: E402
-    CorruptCheckpointError,
-    UnsafeCheckpointError,
-    install_safe_checkpoint_loading,
-    load_from_local_safe,
-    safe_torch_load,
-)
+from kat_backbones.checkpoint import CorruptCheckpointError, UnsafeCheckpointError  # noqa: E402
+from kat_backbones.checkpoint import read_checkpoint  # noqa: E402
+from kat_backbones.mm.checkpoint import install_safe_checkpoint_loading, load_from_local_safe  # noqa: E402
 from kat_backbones.mm.hooks import NONFINITE_LOSS_EXIT_CODE, NonFiniteLossHook  # noqa: E402
 from kat_backbones.models.dense import KATDense  # noqa: E402
 from kat_backbones.ops import group_rational  # noqa: E402
@@ -191,7 +187,7 @@ def test_runner_checkpoint_globals_are_exactly_the_allow_list(cls_checkpoint):
     assert checkpoint["meta"]["epoch"] == 1 and checkpoint["meta"]["iter"] == 2
     history = checkpoint["message_hub"]["log_scalars"]["train/loss"]
     assert len(history.data[0]) == 2 and history.mean() == history.statistics("mean")  # methods work after loading
-    assert safe_torch_load(ckpt)["state_dict"].keys() == checkpoint["state_dict"].keys()
+    assert read_checkpoint(ckpt)["state_dict"].keys() == checkpoint["state_dict"].keys()
 
 
 def test_test_tool_loads_runner_checkpoint(cls_checkpoint, tmp_path):
@@ -298,7 +294,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(cls_data, tmp_path):
     out = (tmp_path / "run1.out").read_text()
     assert f"resumed epoch: {killed_at[6]}" in out and "RNGStateHook: random states restored" in out
 
-    a, b = safe_torch_load(ref_dir / "epoch_3.pth"), safe_torch_load(run_dir / "epoch_3.pth")
+    a, b = read_checkpoint(ref_dir / "epoch_3.pth"), read_checkpoint(run_dir / "epoch_3.pth")
     assert a["meta"]["iter"] == b["meta"]["iter"] == 6
     assert_same_state(a["state_dict"], b["state_dict"])
     for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
@@ -306,7 +302,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(cls_data, tmp_path):
     losses = [c["message_hub"]["log_scalars"]["train/loss"].data[0].tolist() for c in (a, b)]
     assert len(losses[0]) == 6 and losses[0] == losses[1]
 
-    c = safe_torch_load(nohook_dir / "epoch_3.pth")  # mmengine alone: re-seeded random streams after the resume
+    c = read_checkpoint(nohook_dir / "epoch_3.pth")  # mmengine alone: re-seeded random streams after the resume
     assert c["message_hub"]["log_scalars"]["train/loss"].data[0].tolist() != losses[0]
     assert not torch.equal(c["state_dict"]["model.head.weight"], a["state_dict"]["model.head.weight"])
 
@@ -314,7 +310,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(cls_data, tmp_path):
 def test_mid_epoch_checkpoint_resume_is_flagged(cls_checkpoint, tmp_path):
     """A checkpoint taken mid-epoch can't resume exactly with EpochBasedTrainLoop (it restarts the epoch): logged."""
     cfg_file, ckpt = cls_checkpoint
-    checkpoint = safe_torch_load(ckpt)
+    checkpoint = read_checkpoint(ckpt)
     checkpoint["meta"]["iter"] = 1  # as if saved after the first of the epoch's 2 iterations
     mid = tmp_path / "iter_1.pth"
     torch.save(checkpoint, mid)
@@ -545,7 +541,7 @@ def test_nonfinite_loss_stops_training(cls_data, tmp_path, monkeypatch):
     assert "non-finite loss loss=nan at iteration 3 (epoch 2, batch 1)" in log
     assert "Epoch(train) [2][1/2]" not in log  # stopped before the logger recorded iteration 3
     assert sorted(p.name for p in work.glob("*.pth")) == ["epoch_1.pth"]
-    state = safe_torch_load(work / "epoch_1.pth")["state_dict"]
+    state = read_checkpoint(work / "epoch_1.pth")["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 

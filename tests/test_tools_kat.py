@@ -12,7 +12,7 @@ import timm
 import torch
 
 import kat_backbones  # noqa: F401
-from kat_backbones.convert import load_state_dict_file
+from kat_backbones.checkpoint import read_state_dict
 from kat_backbones.layers import get_rational_init
 from kat_backbones.layers.rational_fit import max_abs_error
 
@@ -49,7 +49,7 @@ def test_convert_checkpoint_cli(tmp_path, capsys):
     torch.save({"model": vit.state_dict()}, src)
     assert _tool("convert_checkpoint").main([str(src), str(dst), "--model", "kat_tiny_gelu_patch16_224"]) == 0
     assert "ViT -> KAT transfer" in capsys.readouterr().out
-    sd = load_state_dict_file(dst)
+    sd = read_state_dict(dst)
     kat = timm.create_model("kat_tiny_gelu_patch16_224")
     kat.load_state_dict(sd, strict=True)
     assert torch.equal(kat.blocks[2].mlp.fc2.weight, vit.blocks[2].mlp.fc2.weight)
@@ -58,7 +58,7 @@ def test_convert_checkpoint_cli(tmp_path, capsys):
     # a KAT checkpoint is re-saved (pth out)
     dst2 = tmp_path / "kat_again.pth"
     assert _tool("convert_checkpoint").main([str(dst), str(dst2), "--model", "kat_tiny_gelu_patch16_224"]) == 0
-    assert torch.equal(load_state_dict_file(dst2)["blocks.0.mlp.act2.weight_numerator"],
+    assert torch.equal(read_state_dict(dst2)["blocks.0.mlp.act2.weight_numerator"],
                        sd["blocks.0.mlp.act2.weight_numerator"])
 
 

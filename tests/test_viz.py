@@ -21,7 +21,8 @@ from PIL import Image
 
 import kat_backbones  # noqa: F401
 from kat_backbones.layers import GroupRational
-from kat_backbones.apps.viz import find_rationals, init_curve, load_checkpoint_file, parse_index_list
+from kat_backbones.apps.viz import find_rationals, init_curve, parse_index_list
+from kat_backbones.checkpoint import read_checkpoint
 
 pytest.importorskip("mmengine")
 pytestmark = [
@@ -168,7 +169,7 @@ def test_plot_rationals_runner_checkpoint_weights_only(cls_run, tmp_path, capsys
     assert calls and all(w is True for w in calls)
     assert png(out).size == (2080, 685)  # 12 blocks, 4 a row: 8 x 3 panels
     assert "act2 init swish" in capsys.readouterr().out  # from the checkpoint's config (kat_tiny_swish_*)
-    assert "message_hub" in load_checkpoint_file(cls_run["checkpoint"])
+    assert "message_hub" in read_checkpoint(cls_run["checkpoint"])
 
 
 # --- tools/plot_curves.py --------------------------------------------------------------------------------------------
