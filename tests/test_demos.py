@@ -1,11 +1,12 @@
 """The task demos behind `make demo-seg` run end to end (tiny settings) and print their summary line."""
 
-import importlib.util
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from kat_backbones.apps.demo import auto_threads, busy_cores
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,17 +45,14 @@ def test_demo_det_pretrains_trains_and_draws(tmp_path):
 def test_demo_auto_threads_follows_current_cpu_use():
     """`make demo` picks its thread count from CPU use now (/proc/stat), not the lagging load average: all cores
     when idle, 1 when other processes keep the cores busy."""
-    spec = importlib.util.spec_from_file_location("kat_demo_tool", REPO / "tools" / "demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
     cores = os.cpu_count() or 1
-    busy = demo._busy_cores(0.5)
+    busy = busy_cores(0.5)
     assert busy is not None and 0.0 <= busy <= cores + 1e-6
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
     try:
         time.sleep(0.5)
-        assert demo._busy_cores(0.5) >= 0.5 * cores
-        assert demo.auto_threads() == 1
+        assert busy_cores(0.5) >= 0.5 * cores
+        assert auto_threads() == 1
     finally:
         for p in spinners:
             p.kill()
