@@ -6,7 +6,6 @@ Everything runs on CPU at 32-128 px with a handful of images and 2-6 iterations,
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pickle
 import shutil
@@ -37,8 +36,11 @@ from mmengine.runner.checkpoint import _load_checkpoint  # noqa: E402
 import kat_backbones.mm as kat_mm  # noqa: E402
 from kat_backbones.apps.demo_data.ade import make_ade_demo  # noqa: E402
 from kat_backbones.apps.demo_data.imagenet import make_imagenet_demo  # noqa: E402
-from kat_backbones.checkpoint import CorruptCheckpointError, UnsafeCheckpointError  # noqa: E402
-from kat_backbones.checkpoint import read_checkpoint  # noqa: E402
+from kat_backbones.checkpoint import (  # noqa: E402
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+    read_checkpoint,  # noqa: E402
+)
 from kat_backbones.mm.checkpoint import install_safe_checkpoint_loading, load_from_local_safe  # noqa: E402
 from kat_backbones.mm.hooks import NONFINITE_LOSS_EXIT_CODE, NonFiniteLossHook  # noqa: E402
 from kat_backbones.models.dense import KATDense  # noqa: E402
@@ -51,6 +53,8 @@ from tests.mm_utils import (  # noqa: E402, F401  (fixtures: coco_demo, single_t
     shrink_det_cfg,
     single_thread_fixture,
 )
+from tools import test as tools_test  # noqa: E402
+from tools import train  # noqa: E402
 
 CLS_DEMO = REPO / "configs" / "imagenet" / "kat_t_demo.py"
 SEG_DEMO = REPO / "configs" / "mmseg" / "kat_t_upernet_demo.py"
@@ -65,13 +69,6 @@ MMENGINE_GLOBALS = {
     "numpy.dtype",
     "builtins.getattr",
 }
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"kat_tools_rel_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def sub_env(**extra: str) -> dict[str, str]:
@@ -158,7 +155,7 @@ def cls_checkpoint_fixture(cls_data, tmp_path_factory) -> tuple[Path, Path]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        load_tool("train").main([str(cfg_file), "--work-dir", str(work / "run"), "--cpu"])
+        train.main([str(cfg_file), "--work-dir", str(work / "run"), "--cpu"])
     finally:
         torch.set_num_threads(threads)
     return cfg_file, work / "run" / "epoch_1.pth"
@@ -196,7 +193,7 @@ def test_test_tool_loads_runner_checkpoint(cls_checkpoint, tmp_path):
 
     cfg_file, ckpt = cls_checkpoint
     assert CheckpointLoader._get_checkpoint_loader(str(ckpt)) is load_from_local_safe
-    load_tool("test").main([str(cfg_file), str(ckpt), "--work-dir", str(tmp_path), "--cpu"])
+    tools_test.main([str(cfg_file), str(ckpt), "--work-dir", str(tmp_path), "--cpu"])
     logs = "\n".join(p.read_text() for p in tmp_path.rglob("*.log"))
     assert f"Load checkpoint from {ckpt}" in logs and "accuracy/top1" in logs
 
@@ -315,7 +312,7 @@ def test_mid_epoch_checkpoint_resume_is_flagged(cls_checkpoint, tmp_path):
     mid = tmp_path / "iter_1.pth"
     torch.save(checkpoint, mid)
     work = tmp_path / "work"
-    load_tool("train").main([str(cfg_file), "--work-dir", str(work), "--cpu", "--resume", str(mid)])
+    train.main([str(cfg_file), "--work-dir", str(work), "--cpu", "--resume", str(mid)])
     log = "\n".join(p.read_text() for p in work.rglob("*.log"))
     assert "the checkpoint was taken mid-epoch (iteration 1, 2 per epoch)" in log
 
@@ -325,7 +322,6 @@ def test_mid_epoch_checkpoint_resume_is_flagged(cls_checkpoint, tmp_path):
 
 
 def _run_cls(cfg_file: Path, work_dir: Path, name: str) -> Runner:
-    train = load_tool("train")
     cfg = train.build_cfg(train.parse_args([str(cfg_file), "--work-dir", str(work_dir), "--cpu"]))
     cfg.experiment_name = name
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
@@ -535,7 +531,7 @@ def test_nonfinite_loss_stops_training(cls_data, tmp_path, monkeypatch):
     cfg_file = write_cls_config(tmp_path / "rel_nan_cfg.py", cls_data, max_epochs=3, val_interval=10)
     work = tmp_path / "work"
     with pytest.raises(SystemExit) as info:
-        load_tool("train").main([str(cfg_file), "--work-dir", str(work), "--cpu"])
+        train.main([str(cfg_file), "--work-dir", str(work), "--cpu"])
     assert info.value.code == NONFINITE_LOSS_EXIT_CODE
     log = "\n".join(p.read_text() for p in work.rglob("*.log"))
     assert "non-finite loss loss=nan at iteration 3 (epoch 2, batch 1)" in log
