@@ -9,13 +9,15 @@ from pathlib import Path
 from kat_backbones.apps.demo import auto_threads, busy_cores
 
 REPO = Path(__file__).resolve().parents[1]
+# a bare environment, with this checkout's kat_backbones first (not whichever copy is installed)
+DEMO_ENV = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
 
 
 def test_demo_seg_prints_summary(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "tools" / "demo_seg.py"), "--data", str(tmp_path / "data"), "--work-dir",
          str(tmp_path / "wd"), "--iters", "4"],
-        capture_output=True, text=True, timeout=600, cwd=REPO, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=600, cwd=REPO, env=DEMO_ENV,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = [line for line in proc.stdout.splitlines() if line.startswith("demo-seg: mIoU=")]
@@ -30,7 +32,7 @@ def test_demo_det_pretrains_trains_and_draws(tmp_path):
         [sys.executable, str(REPO / "tools" / "demo.py"), "--data", str(tmp_path / "data"), "--work-dir", str(wd),
          "--iters", "2", "--num-train", "4", "--num-val", "2", "--threads", "1",
          "--num-images", "2"],
-        capture_output=True, text=True, timeout=600, cwd=REPO, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=600, cwd=REPO, env=DEMO_ENV,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
