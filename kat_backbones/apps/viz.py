@@ -1,4 +1,4 @@
-"""Helpers shared by the plotting tools (``tools/plot_rationals.py``, ``tools/visualize.py``, ``tools/plot_curves.py``).
+"""Helpers shared by the plotting tools (``tools/plot_rationals.py``, ``tools/plot_curves.py``).
 
 - The rationals of a state dict (:func:`find_rationals`) and their values on a grid through THE formula
   (:func:`kat_backbones.ops.rational_1d`), next to the function they were initialised as (:func:`init_curve`).
