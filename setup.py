@@ -71,20 +71,18 @@ def _extensions():
     cxx = ["-O0", "-g"] if debug else ["-O3"]
     cxx += ["-std=c++17"] + _cpu_vec_flags()
     extra = {"cxx": cxx}
-    define_macros = []
     if with_cuda:
         if not torch.cuda.is_available() and not _flag("TORCH_CUDA_ARCH_LIST"):
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         extra["nvcc"] = (["-O0", "-G", "-g"] if debug else ["-O3", "-lineinfo"]) + ["-std=c++17"]
-        define_macros.append(("KAT_WITH_CUDA", None))
         ext_cls = CUDAExtension
     else:
         ext_cls = CppExtension
     backends = ["cpu"] + (["cuda (arch " + os.environ.get("TORCH_CUDA_ARCH_LIST", "auto") + ")"] if with_cuda else [])
     print(f"[kat_backbones] building kat_backbones._C with backends: {', '.join(backends)}; cpu flags {cxx}"
           f"{' (debug)' if debug else ''}; torch {torch.__version__}")
-    return [ext_cls("kat_backbones._C", sources, extra_compile_args=extra, define_macros=define_macros)]
+    return [ext_cls("kat_backbones._C", sources, extra_compile_args=extra)]
 
 
 def _cmdclass():

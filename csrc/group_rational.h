@@ -1,6 +1,7 @@
 // Shared declarations of the group-rational op (kat_backbones::group_rational_fwd / _bwd).
 //
-// THE formula (one for every backend, ../shared/SPEC.md §1), orders m (numerator) and n (denominator):
+// THE formula (the same in every backend: these kernels, kat_backbones/ops/reference.py and the coefficient fitting),
+// orders m (numerator) and n (denominator):
 //   P(x) = a0 + a1 x + ... + am x^m
 //   Q(x) = 1 + |b1| |x| + |b2| |x|^2 + ... + |bn| |x|^n          (Q >= 1: no poles)
 //   F(x) = P(x) / Q(x)

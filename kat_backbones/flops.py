@@ -9,7 +9,8 @@ Paper convention (fvcore-style, as the KAT paper reports GFLOPs):
 - attention matmuls (q @ k^T and attn @ v): NOT counted; activations, softmax, residual adds: not counted.
 
 The full count adds the attention matmuls (one FLOP per MAC: 2 B N^2 C per attention layer with N tokens and C
-inner channels), counted on timm's ``Attention`` modules (and any module registered for the ``'attention'`` kind).
+inner channels), counted on timm's ``Attention`` modules (and any module registered for the ``'attention'`` kind),
+and the Fourier-KArAt operator (:class:`kat_backbones.layers.FourierKArAt`, kind ``'karat'``).
 
 Extend with :func:`register_flop_handler` (e.g. an attention variant or a norm layer of another package)::
 
@@ -28,9 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from timm.layers import Attention
+from timm.models.vision_transformer_sam import Attention as SamAttention
 from torch import nn
 
-from kat_backbones.layers import GroupRational
+from kat_backbones.layers import FourierKArAt, GroupRational
 
 __all__ = [
     "FlopReport",
@@ -196,6 +199,8 @@ def _rational(module: GroupRational, args: tuple, output: torch.Tensor) -> int:
     return RATIONAL_FLOPS_PER_ELEMENT * _first_tensor(args).numel()
 
 
+@register_flop_handler(Attention, kind="attention")
+@register_flop_handler(SamAttention, kind="attention")  # ViTDet-style attention ((B, H, W, C) input), dense backbone
 def _qkv_attention(module: nn.Module, args: tuple, output: Any) -> int:
     """q @ k^T and attn @ v of a self-attention with a fused ``qkv`` Linear: 2 B N^2 C (C = inner width)."""
     x = _first_tensor(args)
@@ -205,15 +210,9 @@ def _qkv_attention(module: nn.Module, args: tuple, output: Any) -> int:
     return 2 * batch * tokens * tokens * inner
 
 
-def _register_timm_attention() -> None:
-    from timm.layers import Attention
-
-    register_flop_handler(Attention, kind="attention")(_qkv_attention)
-    try:  # ViTDet-style attention (window / global, (B, H, W, C) input), used by the dense backbone
-        from timm.models.vision_transformer_sam import Attention as SamAttention
-    except ImportError:  # pragma: no cover - older timm
-        return
-    register_flop_handler(SamAttention, kind="attention")(_qkv_attention)
-
-
-_register_timm_attention()
+# Fourier-KArAt (kind 'karat': in the full count, not in the paper convention, like the attention matmuls)
+@register_flop_handler(FourierKArAt, kind="karat")
+def _karat(module: FourierKArAt, args: tuple, output: torch.Tensor) -> int:
+    """MACs: 2G matmuls (N x N) @ (N x r) for Phi and one (N x r) @ (r x N) for W, per head and batch item."""
+    batch_heads = _first_tensor(args).numel() // (module.num_tokens**2)
+    return batch_heads * (2 * module.grid + 1) * module.num_tokens**2 * module.rank

@@ -10,7 +10,8 @@ DEVICES = [
 
 FLOAT_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
-# Tolerances against a float64 reference: fp32 within 1e-5 relative (SPEC: issue [op]); fp64 near machine precision.
+# Tolerances against a float64 reference: fp32 within 1e-5 relative (the op's accuracy target); fp64 near machine
+# precision.
 # Half types are judged against plain PyTorch's own error at that precision (see tests/test_ops.py).
 RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from kat_backbones.demo_data.coco import DEMO_CLASSES, make_coco_demo
+from kat_backbones.apps.demo_data.coco import DEMO_CLASSES, make_coco_demo
 
 REPO = Path(__file__).resolve().parents[1]
 DET_CONFIG_DIR = REPO / "configs" / "mmdet"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib.util
 import json
 import os
 import re
@@ -24,7 +23,9 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import MODELS, init_default_scope  # noqa: E402
 
 import kat_backbones  # noqa: E402, F401  (registers the kat_backbones scope)
+from kat_backbones.apps.runlogs import collect_run_logs, primary_metric  # noqa: E402
 from kat_backbones.mm import convert_cfg_for_cpu  # noqa: E402
+from tools import ablate, convert_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ABLATION_DIR = REPO / "configs" / "ablations"
@@ -67,13 +68,6 @@ def _fast_config_parsing():
     torch.set_num_threads(threads)
 
 
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def transfer_checkpoint(tmp_path_factory) -> Path:
     """A random timm ViT-Ti converted to KAT-T (gelu act2) by tools/convert_checkpoint.py, as docs/ablations.md."""
@@ -83,7 +77,7 @@ def transfer_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     torch.save(timm.create_model("vit_tiny_patch16_224").state_dict(), root / "vit_tiny.pth")
     dst = root / "demo_kat_tiny_gelu_from_vit.pth"
-    assert load_tool("convert_checkpoint").main([str(root / "vit_tiny.pth"), str(dst),
+    assert convert_checkpoint.main([str(root / "vit_tiny.pth"), str(dst),
                                                  "--model", "kat_tiny_gelu_patch16_224"]) == 0
     return dst
 
@@ -184,7 +178,6 @@ def test_ablation_at_full_scale_by_switching_base(task, tmp_path):
 
 # --------------------------------------------------------------------------------------------------- tools/ablate.py
 def test_collect_run_logs(tmp_path):
-    ablate = load_tool("ablate")
     run = tmp_path / "run"
     (run / "20260101_000000" / "vis_data").mkdir(parents=True)
     records = [
@@ -194,10 +187,10 @@ def test_collect_run_logs(tmp_path):
         {"coco/bbox_mAP": 0.1, "coco/segm_mAP": 0.05, "data_time": 0.1, "time": 0.5, "step": 3},
     ]
     (run / "20260101_000000" / "vis_data" / "scalars.json").write_text("\n".join(map(json.dumps, records)))
-    got = ablate.collect_run_logs(run)
+    got = collect_run_logs(run)
     assert got["metrics"] == {"coco/bbox_mAP": 0.1, "coco/segm_mAP": 0.05}
     assert got["sec_per_iter"] == pytest.approx(2.0)  # first (warm-up) record left out
-    assert ablate.primary_metric(got["metrics"], None) == ("coco/bbox_mAP", 0.1)
+    assert primary_metric(got["metrics"], None) == ("coco/bbox_mAP", 0.1)
 
     log_only = tmp_path / "log_only" / "20260101_000000"
     log_only.mkdir(parents=True)
@@ -209,7 +202,7 @@ def test_collect_run_logs(tmp_path):
         "2026/01/01 00:00:03 - mmengine - INFO - Iter(val) [4/4]    aAcc: 50.0000  mIoU: 12.5000  mAcc: 20.0000  "
         "data_time: 0.0100  time: 0.2000\n"
     )
-    got = ablate.collect_run_logs(tmp_path / "log_only")
+    got = collect_run_logs(tmp_path / "log_only")
     assert got["metrics"] == {"aAcc": 50.0, "mIoU": 12.5, "mAcc": 20.0}
     assert got["sec_per_iter"] == pytest.approx(2.0)
     assert ablate.run_names([Path("a/mmdet/x.py"), Path("a/mmseg/x.py")]) == ["mmdet/x", "mmseg/x"]
@@ -217,7 +210,7 @@ def test_collect_run_logs(tmp_path):
 
 @pytest.fixture(scope="module")
 def cls_demo_data(tmp_path_factory) -> Path:
-    from kat_backbones.demo_data.imagenet import make_imagenet_demo
+    from kat_backbones.apps.demo_data.imagenet import make_imagenet_demo
 
     return make_imagenet_demo(tmp_path_factory.mktemp("data"), num_classes=4, num_train=8, num_val=4, size=32)
 
@@ -268,7 +261,6 @@ def test_ablate_three_demo_configs(cls_demo_data, tmp_path):
 
 def test_ablate_commands_failures_and_resume_flag(tmp_path, monkeypatch, capsys):
     """Without training: the dist command, a failed run (reported, no result file, exit 1), --resume after a stop."""
-    ablate = load_tool("ablate")
     configs = [str(ABLATION_DIR / "mmseg" / "baseline.py"), str(ABLATION_DIR / "mmseg" / "groups_4.py")]
     work_dir = tmp_path / "ablate"
     (work_dir / "groups_4").mkdir(parents=True)

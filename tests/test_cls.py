@@ -6,7 +6,6 @@ Everything runs on CPU at 32 px with a handful of images.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -26,25 +25,19 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.optim import build_optim_wrapper  # noqa: E402
 from mmengine.registry import DATASETS, METRICS, MODELS  # noqa: E402
 
-from kat_backbones.convert import save_state_dict_file  # noqa: E402
-from kat_backbones.demo_data.imagenet import CLASSES, make_imagenet_demo  # noqa: E402
+from kat_backbones.apps.demo_data.imagenet import CLASSES, make_imagenet_demo  # noqa: E402
+from kat_backbones.checkpoint import save_state_dict  # noqa: E402
 from kat_backbones.mm import convert_cfg_for_cpu  # noqa: E402
 from kat_backbones.mm.cls import Accuracy, ImageFolderDataset, TimmClassifier, TimmTransform  # noqa: E402
 from tests.mm_utils import single_thread_fixture  # noqa: E402, F401  (fixture: single_thread)
+from tools import make_demo_data, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs" / "imagenet"
 RECIPE_CONFIGS = ["kat_t_in1k.py", "kat_s_in1k.py", "kat_b_in1k.py"]
 VITFT_CONFIGS = ["kat_t_in1k_vitft.py", "kat_s_in1k_vitft.py", "kat_b_in1k_vitft.py"]
 SIZES = {"t": ("tiny", 192, 0.1), "s": ("small", 384, 0.1), "b": ("base", 768, 0.4)}
-PARAMS = {"tiny": 5_718_328, "small": 22_051_576, "base": 86_568_568}  # SPEC §3 (1000 classes)
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"kat_tools_cls_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+PARAMS = {"tiny": 5_718_328, "small": 22_051_576, "base": 86_568_568}  # the KAT paper's counts (1000 classes)
 
 
 def tiny_classifier(**kwargs) -> TimmClassifier:
@@ -87,7 +80,7 @@ def test_demo_classes_have_their_own_hue():
     saturated pixels identifies the class."""
     import colorsys
 
-    from kat_backbones.demo_data.imagenet import HUES, render_sample
+    from kat_backbones.apps.demo_data.imagenet import HUES, render_sample
 
     rng = np.random.default_rng(0)
     for label, hue in enumerate(HUES):
@@ -100,8 +93,7 @@ def test_demo_classes_have_their_own_hue():
 
 
 def test_make_demo_data_tool(tmp_path):
-    tool = load_tool("make_demo_data")
-    assert tool.main(["--task", "imagenet", "--out", str(tmp_path), "--num-train", "4", "--num-val", "4",
+    assert make_demo_data.main(["--task", "imagenet", "--out", str(tmp_path), "--num-train", "4", "--num-val", "4",
                       "--size", "16"]) == 0
     assert len(list((tmp_path / "imagenet_demo" / "train").glob("*/*.JPEG"))) == 4
 
@@ -197,7 +189,7 @@ def test_classifier_checkpoint_vit_to_kat(tmp_path):
     """KAT* start: a timm ViT-Ti state dict (224 px, 1000 classes) into KAT-T gelu at 32 px with 4 classes."""
     vit = timm.create_model("vit_tiny_patch16_224")
     path = tmp_path / "vit_tiny.safetensors"
-    save_state_dict_file(vit.state_dict(), path)
+    save_state_dict(vit.state_dict(), path)
     fresh = tiny_classifier(model_name="kat_tiny_gelu_patch16_224")
     model = tiny_classifier(model_name="kat_tiny_gelu_patch16_224", checkpoint=str(path))
     sd, vit_sd, fresh_sd = model.model.state_dict(), vit.state_dict(), fresh.model.state_dict()
@@ -210,7 +202,7 @@ def test_classifier_checkpoint_vit_to_kat(tmp_path):
 
     # and a KAT checkpoint of the same shape loads as is
     kat_path = tmp_path / "kat.pth"
-    save_state_dict_file(model.model.state_dict(), kat_path)
+    save_state_dict(model.model.state_dict(), kat_path)
     again = tiny_classifier(model_name="kat_tiny_gelu_patch16_224", checkpoint=str(kat_path))
     assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in sd.items())
     # the weights of a TimmClassifier run ('state_dict' with 'model.' keys, as mmengine saves them)
@@ -229,7 +221,8 @@ def test_config_set_is_complete():
 
 @pytest.mark.parametrize("name", RECIPE_CONFIGS)
 def test_recipe_config_builds(name):
-    """SPEC §3 recipe values; the model builds with the paper's parameter count; CPU conversion; optimizer groups."""
+    """KAT ImageNet recipe values; the model builds with the paper's parameter count; CPU conversion; optimizer
+    groups."""
     cfg = Config.fromfile(str(CONFIG_DIR / name))
     size, dim, drop_path = SIZES[name[4]]
     assert cfg.default_scope == "kat_backbones"
@@ -316,7 +309,6 @@ def test_demo_config_train_script_runner(cls_demo, tmp_path):
             "DATA", repr(str(cls_demo))
         )
     )
-    train = load_tool("train")
     work_dir = tmp_path / "work"
     cfg = train.build_cfg(train.parse_args([str(cfg_file), "--work-dir", str(work_dir), "--cpu"]))
     assert cfg.optim_wrapper.type == "OptimWrapper"  # AMP converted for CPU by tools/train.py

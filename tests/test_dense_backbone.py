@@ -10,7 +10,8 @@ from safetensors.torch import save_file
 
 import kat_backbones  # noqa: F401  (registers the timm KAT models)
 from kat_backbones.layers import KAN
-from kat_backbones.models.dense import ARCH_SETTINGS, KATDense, checkpoint_filter_fn
+from kat_backbones.models import KAT_ARCHS
+from kat_backbones.models.dense import KATDense, checkpoint_filter_fn
 
 # 4 blocks, 64 wide: everything structural of the presets at a fraction of the cost
 SMALL = dict(embed_dims=64, depth=4, num_heads=2)
@@ -34,13 +35,13 @@ def test_output_shapes_and_indices(mlp_type):
         assert all(torch.isfinite(o).all() for o in outs)
 
 
-@pytest.mark.parametrize("arch", sorted(ARCH_SETTINGS))
+@pytest.mark.parametrize("arch", sorted(KAT_ARCHS))
 def test_presets_match_timm_vit(arch):
     """ViT baseline preset = timm's ViT of that size minus cls token / final norm / head, plus the rel-pos tables."""
     model = KATDense(arch, img_size=224, mlp_type="mlp")
     name = {"tiny": "vit_tiny_patch16_224", "small": "vit_small_patch16_224", "base": "vit_base_patch16_224"}[arch]
     vit = timm.create_model(name, pretrained=False)
-    c, head_dim = vit.embed_dim, vit.embed_dim // ARCH_SETTINGS[arch]["num_heads"]
+    c, head_dim = vit.embed_dim, vit.embed_dim // KAT_ARCHS[arch]["num_heads"]
     dropped = c + 2 * c + sum(p.numel() for p in vit.head.parameters())  # cls_token, norm, head
     rel_pos = 12 * 2 * (2 * 14 - 1) * head_dim  # 224 / 16 = 14 = window: every table is (27, head_dim)
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in vit.parameters()) - dropped + rel_pos
@@ -124,7 +125,7 @@ def test_load_timm_kat_checkpoint(tmp_path, fmt):
         torch.save(state, path)
     else:
         save_file(state, str(path))
-    model = KATDense("tiny", img_size=256, init_cfg=dict(type="Pretrained", checkpoint=str(path)))
+    model = KATDense("tiny", img_size=256)
     missing, unexpected = model.load_pretrained(str(path))
     assert unexpected == []
     assert set(missing) == {f"blocks.{i}.attn.rel_pos_{a}" for i in range(12) for a in "hw"}  # ViTDet-only
@@ -133,8 +134,9 @@ def test_load_timm_kat_checkpoint(tmp_path, fmt):
             "blocks.7.mlp.act2.weight_denominator", "blocks.11.mlp.fc2.bias")
     for key in keys:
         torch.testing.assert_close(own[key], state[key], rtol=0, atol=0, msg=key)
-    # the init_cfg path (what mmdet/mmseg call) loads the same weights
-    fresh = KATDense("tiny", img_size=256, init_cfg=dict(type="Pretrained", checkpoint=str(path)))
+    # the init_cfg path (what mmdet/mmseg call: the OpenMMLab face KATBackbone) loads the same weights
+    backbone_module = pytest.importorskip("kat_backbones.mm.backbone")
+    fresh = backbone_module.KATBackbone("tiny", img_size=256, init_cfg=dict(type="Pretrained", checkpoint=str(path)))
     fresh.init_weights()
     torch.testing.assert_close(fresh.state_dict()["blocks.0.mlp.fc1.weight"], state["blocks.0.mlp.fc1.weight"])
     # KAT features at 256 are those of the same weights with the pos-embed interpolated: finite, not degenerate

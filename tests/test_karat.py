@@ -3,7 +3,6 @@ parameter counts, the timm KAT and dense-backbone integration (blockwise / unive
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -12,10 +11,12 @@ import timm
 import torch
 
 import kat_backbones  # noqa: F401  (registers the KAT models)
+from kat_backbones.apps.memory import saved_tensor_bytes
 from kat_backbones.flops import count_flops
 from kat_backbones.layers import FourierKArAt, KArAtAttention
 from kat_backbones.layers.karat import fourier_rows, fourier_rows_reference, karat_num_params, resolve_karat_cfg
 from kat_backbones.models.dense import KATDense
+from tools import benchmark_karat as bench
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -204,25 +205,16 @@ def test_dense_backbone_window_and_global_blocks():
 
 
 # --------------------------------------------------------------------------------------------------- memory
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_karat", REPO / "tools" / "benchmark_karat.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_lean_block_saves_less_than_naive():
-    bench = _load_benchmark()
     torch.manual_seed(0)
     x = torch.randn(8, 197, 192, requires_grad=True)
-    saved = {v: bench.saved_tensor_bytes(bench.build_block(v, 192, 3, 197, 3, 12), x) for v in ("lean", "naive")}
+    saved = {v: saved_tensor_bytes(bench.build_block(v, 192, 3, 197, 3, 12), x) for v in ("lean", "naive")}
     one_map = 8 * 3 * 197 * 197 * 4  # one (B, h, N, N) float32 tensor
     assert saved["naive"] - saved["lean"] > 5 * one_map, saved  # naive keeps the (B, h, N, N, 2G) features & co.
 
 
 def test_lean_block_peak_memory_below_naive():
     """tools/benchmark_karat.py's measurement: one KAT-T block, N=197, batch 8, forward + backward, fresh process."""
-    bench = _load_benchmark()
     if not bench.peak_memory_supported():
         pytest.skip("peak RSS reset (/proc/self/clear_refs) not available on this OS")
     results = bench.measure_memory(("naive", "lean"), tokens=197, batch=8)

@@ -46,7 +46,7 @@ def test_init_table_errors_dense_grid(init):
 
 
 def test_gelu_init_is_really_gelu():
-    """The SPEC warns that the reference 'gelu' entry gives F(3) = 1.53; ours must give ~3."""
+    """The reference implementation's 'gelu' entry gives F(3) = 1.53 under this formula; ours must give ~3."""
     num, den = get_rational_init("gelu")
     x = torch.tensor([3.0, -3.0, 1.0], dtype=torch.float64)
     y = rational_1d(x, torch.tensor(num, dtype=torch.float64), torch.tensor(den, dtype=torch.float64))

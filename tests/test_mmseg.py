@@ -25,7 +25,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from kat_backbones.demo_data.ade import DEMO_CLASSES, make_ade_demo  # noqa: E402
+from kat_backbones.apps.demo_data.ade import DEMO_CLASSES, make_ade_demo  # noqa: E402
 from kat_backbones.mm import convert_cfg_for_cpu  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

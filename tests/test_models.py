@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import kat_backbones  # noqa: F401  (registers the models)
-from kat_backbones.convert import load_kat_weights, save_state_dict_file, vit_to_kat_state_dict
+from kat_backbones.checkpoint import save_state_dict
+from kat_backbones.convert import load_kat_weights, vit_to_kat_state_dict
 from kat_backbones.flops import count_flops
 from kat_backbones.layers import KAN, GroupRational
 
@@ -127,7 +128,7 @@ def test_official_checkpoint_layout_loads_strictly(tmp_path):
     # from files, wrapped as timm's train script saves them, and through timm's pretrained machinery
     pth, st = tmp_path / "kat.pth", tmp_path / "kat.safetensors"
     torch.save({"state_dict": sd, "epoch": 3}, pth)
-    save_state_dict_file(sd, st)
+    save_state_dict(sd, st)
     for path in (pth, st):
         loaded = load_kat_weights(timm.create_model("kat_tiny_patch16_224"), path)
         assert torch.equal(loaded.blocks[4].mlp.act2.weight_denominator, sd["blocks.4.mlp.act2.weight_denominator"])

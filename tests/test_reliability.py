@@ -6,7 +6,6 @@ Everything runs on CPU at 32-128 px with a handful of images and 2-6 iterations,
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pickle
 import shutil
@@ -35,15 +34,14 @@ from mmengine.runner import Runner  # noqa: E402
 from mmengine.runner.checkpoint import _load_checkpoint  # noqa: E402
 
 import kat_backbones.mm as kat_mm  # noqa: E402
-from kat_backbones.demo_data.ade import make_ade_demo  # noqa: E402
-from kat_backbones.demo_data.imagenet import make_imagenet_demo  # noqa: E402
-from kat_backbones.mm.checkpoint import (  # noqa: E402
+from kat_backbones.apps.demo_data.ade import make_ade_demo  # noqa: E402
+from kat_backbones.apps.demo_data.imagenet import make_imagenet_demo  # noqa: E402
+from kat_backbones.checkpoint import (  # noqa: E402
     CorruptCheckpointError,
     UnsafeCheckpointError,
-    install_safe_checkpoint_loading,
-    load_from_local_safe,
-    safe_torch_load,
+    read_checkpoint,  # noqa: E402
 )
+from kat_backbones.mm.checkpoint import install_safe_checkpoint_loading, load_from_local_safe  # noqa: E402
 from kat_backbones.mm.hooks import NONFINITE_LOSS_EXIT_CODE, NonFiniteLossHook  # noqa: E402
 from kat_backbones.models.dense import KATDense  # noqa: E402
 from kat_backbones.ops import group_rational  # noqa: E402
@@ -55,6 +53,8 @@ from tests.mm_utils import (  # noqa: E402, F401  (fixtures: coco_demo, single_t
     shrink_det_cfg,
     single_thread_fixture,
 )
+from tools import test as tools_test  # noqa: E402
+from tools import train  # noqa: E402
 
 CLS_DEMO = REPO / "configs" / "imagenet" / "kat_t_demo.py"
 SEG_DEMO = REPO / "configs" / "mmseg" / "kat_t_upernet_demo.py"
@@ -69,13 +69,6 @@ MMENGINE_GLOBALS = {
     "numpy.dtype",
     "builtins.getattr",
 }
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"kat_tools_rel_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def sub_env(**extra: str) -> dict[str, str]:
@@ -162,7 +155,7 @@ def cls_checkpoint_fixture(cls_data, tmp_path_factory) -> tuple[Path, Path]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        load_tool("train").main([str(cfg_file), "--work-dir", str(work / "run"), "--cpu"])
+        train.main([str(cfg_file), "--work-dir", str(work / "run"), "--cpu"])
     finally:
         torch.set_num_threads(threads)
     return cfg_file, work / "run" / "epoch_1.pth"
@@ -191,7 +184,7 @@ def test_runner_checkpoint_globals_are_exactly_the_allow_list(cls_checkpoint):
     assert checkpoint["meta"]["epoch"] == 1 and checkpoint["meta"]["iter"] == 2
     history = checkpoint["message_hub"]["log_scalars"]["train/loss"]
     assert len(history.data[0]) == 2 and history.mean() == history.statistics("mean")  # methods work after loading
-    assert safe_torch_load(ckpt)["state_dict"].keys() == checkpoint["state_dict"].keys()
+    assert read_checkpoint(ckpt)["state_dict"].keys() == checkpoint["state_dict"].keys()
 
 
 def test_test_tool_loads_runner_checkpoint(cls_checkpoint, tmp_path):
@@ -200,7 +193,7 @@ def test_test_tool_loads_runner_checkpoint(cls_checkpoint, tmp_path):
 
     cfg_file, ckpt = cls_checkpoint
     assert CheckpointLoader._get_checkpoint_loader(str(ckpt)) is load_from_local_safe
-    load_tool("test").main([str(cfg_file), str(ckpt), "--work-dir", str(tmp_path), "--cpu"])
+    tools_test.main([str(cfg_file), str(ckpt), "--work-dir", str(tmp_path), "--cpu"])
     logs = "\n".join(p.read_text() for p in tmp_path.rglob("*.log"))
     assert f"Load checkpoint from {ckpt}" in logs and "accuracy/top1" in logs
 
@@ -298,7 +291,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(cls_data, tmp_path):
     out = (tmp_path / "run1.out").read_text()
     assert f"resumed epoch: {killed_at[6]}" in out and "RNGStateHook: random states restored" in out
 
-    a, b = safe_torch_load(ref_dir / "epoch_3.pth"), safe_torch_load(run_dir / "epoch_3.pth")
+    a, b = read_checkpoint(ref_dir / "epoch_3.pth"), read_checkpoint(run_dir / "epoch_3.pth")
     assert a["meta"]["iter"] == b["meta"]["iter"] == 6
     assert_same_state(a["state_dict"], b["state_dict"])
     for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
@@ -306,7 +299,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(cls_data, tmp_path):
     losses = [c["message_hub"]["log_scalars"]["train/loss"].data[0].tolist() for c in (a, b)]
     assert len(losses[0]) == 6 and losses[0] == losses[1]
 
-    c = safe_torch_load(nohook_dir / "epoch_3.pth")  # mmengine alone: re-seeded random streams after the resume
+    c = read_checkpoint(nohook_dir / "epoch_3.pth")  # mmengine alone: re-seeded random streams after the resume
     assert c["message_hub"]["log_scalars"]["train/loss"].data[0].tolist() != losses[0]
     assert not torch.equal(c["state_dict"]["model.head.weight"], a["state_dict"]["model.head.weight"])
 
@@ -314,12 +307,12 @@ def test_sigkill_then_resume_matches_uninterrupted_run(cls_data, tmp_path):
 def test_mid_epoch_checkpoint_resume_is_flagged(cls_checkpoint, tmp_path):
     """A checkpoint taken mid-epoch can't resume exactly with EpochBasedTrainLoop (it restarts the epoch): logged."""
     cfg_file, ckpt = cls_checkpoint
-    checkpoint = safe_torch_load(ckpt)
+    checkpoint = read_checkpoint(ckpt)
     checkpoint["meta"]["iter"] = 1  # as if saved after the first of the epoch's 2 iterations
     mid = tmp_path / "iter_1.pth"
     torch.save(checkpoint, mid)
     work = tmp_path / "work"
-    load_tool("train").main([str(cfg_file), "--work-dir", str(work), "--cpu", "--resume", str(mid)])
+    train.main([str(cfg_file), "--work-dir", str(work), "--cpu", "--resume", str(mid)])
     log = "\n".join(p.read_text() for p in work.rglob("*.log"))
     assert "the checkpoint was taken mid-epoch (iteration 1, 2 per epoch)" in log
 
@@ -329,7 +322,6 @@ def test_mid_epoch_checkpoint_resume_is_flagged(cls_checkpoint, tmp_path):
 
 
 def _run_cls(cfg_file: Path, work_dir: Path, name: str) -> Runner:
-    train = load_tool("train")
     cfg = train.build_cfg(train.parse_args([str(cfg_file), "--work-dir", str(work_dir), "--cpu"]))
     cfg.experiment_name = name
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
@@ -539,13 +531,13 @@ def test_nonfinite_loss_stops_training(cls_data, tmp_path, monkeypatch):
     cfg_file = write_cls_config(tmp_path / "rel_nan_cfg.py", cls_data, max_epochs=3, val_interval=10)
     work = tmp_path / "work"
     with pytest.raises(SystemExit) as info:
-        load_tool("train").main([str(cfg_file), "--work-dir", str(work), "--cpu"])
+        train.main([str(cfg_file), "--work-dir", str(work), "--cpu"])
     assert info.value.code == NONFINITE_LOSS_EXIT_CODE
     log = "\n".join(p.read_text() for p in work.rglob("*.log"))
     assert "non-finite loss loss=nan at iteration 3 (epoch 2, batch 1)" in log
     assert "Epoch(train) [2][1/2]" not in log  # stopped before the logger recorded iteration 3
     assert sorted(p.name for p in work.glob("*.pth")) == ["epoch_1.pth"]
-    state = safe_torch_load(work / "epoch_1.pth")["state_dict"]
+    state = read_checkpoint(work / "epoch_1.pth")["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 

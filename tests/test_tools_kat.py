@@ -1,6 +1,5 @@
 """Command-line tools of the KAT models: fit_rational, convert_checkpoint, get_flops, benchmark_kat."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,23 +11,17 @@ import timm
 import torch
 
 import kat_backbones  # noqa: F401
-from kat_backbones.convert import load_state_dict_file
+from kat_backbones.checkpoint import read_state_dict
 from kat_backbones.layers import get_rational_init
 from kat_backbones.layers.rational_fit import max_abs_error
+from tools import convert_checkpoint, fit_rational, get_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_fit_rational_cli_reproduces_packaged_gelu(capsys):
     """The packaged gelu entry comes from `fit_rational.py --fn gelu --order 5 4 --range -3 3`."""
-    assert _tool("fit_rational").main(["--fn", "gelu", "--order", "5", "4", "--range", "-3", "3", "--json"]) == 0
+    assert fit_rational.main(["--fn", "gelu", "--order", "5", "4", "--range", "-3", "3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["numerator"]) == 6 and len(out["denominator"]) == 4
     packaged = max_abs_error("gelu", *get_rational_init("gelu"))
@@ -37,7 +30,7 @@ def test_fit_rational_cli_reproduces_packaged_gelu(capsys):
 
 
 def test_fit_rational_cli_text(capsys):
-    _tool("fit_rational").main(["--fn", "tanh", "--order", "3", "2", "--weighting", "gaussian", "--max-iter", "200"])
+    fit_rational.main(["--fn", "tanh", "--order", "3", "2", "--weighting", "gaussian", "--max-iter", "200"])
     text = capsys.readouterr().out
     assert "max error on [-3, 3]" in text and "numerator" in text and "denominator" in text
 
@@ -47,9 +40,9 @@ def test_convert_checkpoint_cli(tmp_path, capsys):
     vit = timm.create_model("vit_tiny_patch16_224")
     src, dst = tmp_path / "vit.pth", tmp_path / "kat.safetensors"
     torch.save({"model": vit.state_dict()}, src)
-    assert _tool("convert_checkpoint").main([str(src), str(dst), "--model", "kat_tiny_gelu_patch16_224"]) == 0
+    assert convert_checkpoint.main([str(src), str(dst), "--model", "kat_tiny_gelu_patch16_224"]) == 0
     assert "ViT -> KAT transfer" in capsys.readouterr().out
-    sd = load_state_dict_file(dst)
+    sd = read_state_dict(dst)
     kat = timm.create_model("kat_tiny_gelu_patch16_224")
     kat.load_state_dict(sd, strict=True)
     assert torch.equal(kat.blocks[2].mlp.fc2.weight, vit.blocks[2].mlp.fc2.weight)
@@ -57,26 +50,25 @@ def test_convert_checkpoint_cli(tmp_path, capsys):
     torch.testing.assert_close(kat.blocks[2].mlp.act2.weight_numerator[0], torch.tensor(num, dtype=torch.float32))
     # a KAT checkpoint is re-saved (pth out)
     dst2 = tmp_path / "kat_again.pth"
-    assert _tool("convert_checkpoint").main([str(dst), str(dst2), "--model", "kat_tiny_gelu_patch16_224"]) == 0
-    assert torch.equal(load_state_dict_file(dst2)["blocks.0.mlp.act2.weight_numerator"],
+    assert convert_checkpoint.main([str(dst), str(dst2), "--model", "kat_tiny_gelu_patch16_224"]) == 0
+    assert torch.equal(read_state_dict(dst2)["blocks.0.mlp.act2.weight_numerator"],
                        sd["blocks.0.mlp.act2.weight_numerator"])
 
 
 def test_get_flops_model_name(capsys):
-    assert _tool("get_flops").main(["kat_tiny_patch16_224", "--json"]) == 0
+    assert get_flops.main(["kat_tiny_patch16_224", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["params"] == 5_718_328
     assert abs(out["gflops_paper"] - 1.13) / 1.13 < 0.01
     assert out["gflops_full"] > out["gflops_paper"] + 0.17
-    _tool("get_flops").main(["vit_tiny_patch16_224", "--shape", "112"])
+    get_flops.main(["vit_tiny_patch16_224", "--shape", "112"])
     text = capsys.readouterr().out
     assert "1x3x112x112" in text and "paper convention" in text
 
 
 def test_get_flops_errors():
-    tool = _tool("get_flops")
     with pytest.raises(SystemExit, match="neither a registered timm model"):
-        tool.main(["not_a_model_at_all"])
+        get_flops.main(["not_a_model_at_all"])
 
 
 @pytest.mark.slow
@@ -94,7 +86,7 @@ def test_get_flops_config_file(capsys, tmp_path):
         "             backbone=dict(type='mmseg.ResNetV1c', depth=18, num_stages=4, out_indices=(0, 1, 2, 3)),\n"
         "             decode_head=dict(type='mmseg.FCNHead', in_channels=512, channels=64, num_classes=3))\n"
     )
-    assert _tool("get_flops").main([str(cfg), "--shape", "64", "64", "--json"]) == 0
+    assert get_flops.main([str(cfg), "--shape", "64", "64", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert "backbone + neck" in out["input"] and out["gflops_by_kind"]["conv"] > 0 and out["params"] > 1e7
 

@@ -1,4 +1,5 @@
-"""Pictures: tools/plot_rationals.py, tools/plot_curves.py, tools/visualize.py (det / seg / cls) and kat_backbones.viz.
+"""Pictures: tools/plot_rationals.py, tools/plot_curves.py, tools/visualize.py (det / seg / cls) and
+kat_backbones.apps.viz.
 
 Everything runs on CPU with tiny inputs: a 2-epoch x 2-iteration tools/train.py run of configs/imagenet/kat_t_demo.py
 at 32 px gives a real mmengine Runner checkpoint (message hub included) and scalars.json; the detection and
@@ -8,7 +9,6 @@ tool writes a PNG whose size is checked with PIL.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -20,8 +20,9 @@ import torch
 from PIL import Image
 
 import kat_backbones  # noqa: F401
+from kat_backbones.apps.viz import find_rationals, init_curve, parse_index_list
+from kat_backbones.checkpoint import read_checkpoint
 from kat_backbones.layers import GroupRational
-from kat_backbones.viz import find_rationals, init_curve, load_checkpoint_file, parse_index_list
 
 pytest.importorskip("mmengine")
 pytestmark = [
@@ -29,17 +30,12 @@ pytestmark = [
     pytest.mark.usefixtures("single_thread"),
 ]
 
+from kat_backbones.apps.runlogs import load_records, run_labels, series  # noqa: E402
 from tests.mm_utils import single_thread_fixture  # noqa: E402, F401  (fixture: single_thread)
+from tools import plot_curves, plot_rationals, train, visualize  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"kat_tools_viz_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def png(path: Path) -> Image.Image:
@@ -66,7 +62,7 @@ def perturb_rationals(model, scale: float = 0.02) -> None:
 @pytest.fixture(scope="module", name="cls_run")
 def cls_run_fixture(tmp_path_factory) -> dict:
     """tools/train.py on configs/imagenet/kat_t_demo.py: 4 images of 32 px, batch 2, 2 epochs (4 iterations)."""
-    from kat_backbones.demo_data.imagenet import make_imagenet_demo
+    from kat_backbones.apps.demo_data.imagenet import make_imagenet_demo
 
     tmp = tmp_path_factory.mktemp("cls_run")
     root = make_imagenet_demo(tmp / "data", num_classes=4, num_train=4, num_val=4, size=32)
@@ -74,7 +70,7 @@ def cls_run_fixture(tmp_path_factory) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        load_tool("train").main([
+        train.main([
             str(REPO / "configs" / "imagenet" / "kat_t_demo.py"), "--work-dir", str(work_dir), "--cfg-options",
             *[f"{loader}.dataset.data_root={root}" for loader in LOADERS], "model.img_size=32",
             *[f"{loader}.dataset.pipeline.0.input_size=32" for loader in LOADERS],
@@ -87,7 +83,7 @@ def cls_run_fixture(tmp_path_factory) -> dict:
     return dict(root=root, work_dir=work_dir, checkpoint=work_dir / "epoch_2.pth", config=work_dir / "kat_t_demo.py")
 
 
-# --- kat_backbones.viz -----------------------------------------------------------------------------------------------
+# --- kat_backbones.apps.viz ------------------------------------------------------------------------------------------
 
 
 def test_parse_index_list():
@@ -138,17 +134,17 @@ def test_plot_rationals_mmdet_style_checkpoint(tmp_path, capsys):
     ckpt = tmp_path / "det_like.pth"
     torch.save({"state_dict": {f"backbone.{k}": v for k, v in model.state_dict().items()}, "meta": {}}, ckpt)
     out = tmp_path / "rationals.png"
-    load_tool("plot_rationals").main([str(ckpt), "--out", str(out), "--layers", "0,2-3", "--range", "-4", "4"])
+    plot_rationals.main([str(ckpt), "--out", str(out), "--layers", "0,2-3", "--range", "-4", "4"])
     # 3 blocks x (act1, act2) = 6 panels of 2.6 x 2.1 in, one legend row (8 groups + 2 inits) and the title: 100 dpi
     assert png(out).size == (1560, 265)
     assert "6 rationals" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no block"):
-        load_tool("plot_rationals").main([str(ckpt), "--out", str(out), "--layers", "7"])
+        plot_rationals.main([str(ckpt), "--out", str(out), "--layers", "7"])
 
 
 def test_plot_rationals_timm_model_name(tmp_path, capsys):
     out = tmp_path / "gelu.png"
-    load_tool("plot_rationals").main(["kat_tiny_gelu_patch16_224", "--out", str(out), "--layers", "11"])
+    plot_rationals.main(["kat_tiny_gelu_patch16_224", "--out", str(out), "--layers", "11"])
     assert png(out).size == (520, 325)  # 2 panels; the legend wraps to 3 entries a row (4 rows)
     assert "act2 init gelu" in capsys.readouterr().out  # read from the model's act2 modules
 
@@ -164,11 +160,11 @@ def test_plot_rationals_runner_checkpoint_weights_only(cls_run, tmp_path, capsys
 
     monkeypatch.setattr(torch, "load", recording_load)
     out = tmp_path / "run.png"
-    load_tool("plot_rationals").main([str(cls_run["checkpoint"]), "--out", str(out), "--blocks-per-row", "4"])
+    plot_rationals.main([str(cls_run["checkpoint"]), "--out", str(out), "--blocks-per-row", "4"])
     assert calls and all(w is True for w in calls)
     assert png(out).size == (2080, 685)  # 12 blocks, 4 a row: 8 x 3 panels
     assert "act2 init swish" in capsys.readouterr().out  # from the checkpoint's config (kat_tiny_swish_*)
-    assert "message_hub" in load_checkpoint_file(cls_run["checkpoint"])
+    assert "message_hub" in read_checkpoint(cls_run["checkpoint"])
 
 
 # --- tools/plot_curves.py --------------------------------------------------------------------------------------------
@@ -182,12 +178,11 @@ def write_scalars(folder: Path, records: list[dict]) -> Path:
 
 
 def test_plot_curves_runs_and_resume(cls_run, tmp_path, capsys):
-    tool = load_tool("plot_curves")
     # the real run: 2 epochs of 2 iterations, validation after each epoch (logged with step = epoch)
-    records = tool.load_records(cls_run["work_dir"])
-    xs, ys, is_train = tool.series(records, "loss")
+    records = load_records(cls_run["work_dir"])
+    xs, ys, is_train = series(records, "loss")
     assert xs == [1.0, 2.0, 3.0, 4.0] and is_train and all(math.isfinite(y) for y in ys)
-    xs, ys, is_train = tool.series(records, "accuracy/top1")
+    xs, ys, is_train = series(records, "accuracy/top1")
     assert xs == [2.0, 4.0] and not is_train  # epochs 1, 2 -> their last iterations
 
     # a resumed iteration-based run: two timestamp folders, iteration 3 logged twice (the later value wins)
@@ -195,22 +190,22 @@ def test_plot_curves_runs_and_resume(cls_run, tmp_path, capsys):
     write_scalars(other / "20260101_000000", [{"loss": 1.5, "iter": i, "step": i} for i in (1, 2, 3)])
     write_scalars(other / "20260102_000000", [{"loss": 1.0, "iter": i, "step": i} for i in (3, 4)]
                   + [{"accuracy/top1": 60.0, "step": 4}])
-    xs, ys, _ = tool.series(tool.load_records(other), "loss")
+    xs, ys, _ = series(load_records(other), "loss")
     assert xs == [1.0, 2.0, 3.0, 4.0] and ys == [1.5, 1.5, 1.0, 1.0]
-    assert tool.series(tool.load_records(other), "accuracy/top1")[0] == [4.0]
+    assert series(load_records(other), "accuracy/top1")[0] == [4.0]
 
     out = tmp_path / "curves.png"
-    tool.main([str(cls_run["work_dir"]), str(other), "--out", str(out), "--smooth", "2", "--logy"])
+    plot_curves.main([str(cls_run["work_dir"]), str(other), "--out", str(out), "--smooth", "2", "--logy"])
     assert png(out).size == (960, 385)  # default keys: loss + accuracy/top1, 2 panels of 4.8 x 3.4 in + legend
     assert "['loss', 'accuracy/top1']" in capsys.readouterr().out
-    assert tool.run_labels([str(cls_run["work_dir"]), str(other)]) == ["work_dir", "groups_4"]
+    assert run_labels([str(cls_run["work_dir"]), str(other)]) == ["work_dir", "groups_4"]
 
     scalars = next(cls_run["work_dir"].glob("*/vis_data/scalars.json"))
     out = tmp_path / "four.png"
-    tool.main([str(scalars), "--keys", "loss", "lr", "accuracy/top1", "accuracy/top5", "--out", str(out)])
+    plot_curves.main([str(scalars), "--keys", "loss", "lr", "accuracy/top1", "accuracy/top5", "--out", str(out)])
     assert png(out).size == (1440, 725)  # 3 panels a row, 2 rows
     with pytest.raises(SystemExit, match="coco/bbox_mAP"):
-        tool.main([str(scalars), "--keys", "coco/bbox_mAP", "--out", str(out)])
+        plot_curves.main([str(scalars), "--keys", "coco/bbox_mAP", "--out", str(out)])
 
 
 # --- tools/visualize.py ----------------------------------------------------------------------------------------------
@@ -220,7 +215,7 @@ def test_visualize_classification(cls_run, tmp_path, capsys):
     """The run's own config dump + its Runner checkpoint; the top-5 list is drawn on a 32 px image enlarged to 320."""
     images = sorted((cls_run["root"] / "val").rglob("*.JPEG"))[:2]
     out_dir = tmp_path / "vis"
-    load_tool("visualize").main([str(cls_run["config"]), str(cls_run["checkpoint"]), *map(str, images),
+    visualize.main([str(cls_run["config"]), str(cls_run["checkpoint"]), *map(str, images),
                                  "--out-dir", str(out_dir), "--device", "cpu"])
     for image in images:
         assert png(out_dir / f"{image.stem}.png").size == (320, 320)
@@ -271,7 +266,7 @@ test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 def test_visualize_detection(tmp_path, capsys):
     """A random tiny KAT Mask R-CNN (the demo config, shrunk): boxes, masks and labels drawn by DetLocalVisualizer."""
     pytest.importorskip("mmdet")
-    from kat_backbones.demo_data.coco import DEMO_CLASSES, make_coco_demo
+    from kat_backbones.apps.demo_data.coco import DEMO_CLASSES, make_coco_demo
 
     root = make_coco_demo(tmp_path / "data", num_train=1, num_val=1, size=96, seed=0)
     config = tmp_path / "det_cfg.py"
@@ -280,7 +275,7 @@ def test_visualize_detection(tmp_path, capsys):
     _save_random_checkpoint(config, "mmdet", ckpt, DEMO_CLASSES)
     image = next((root / "val2017").glob("*.jpg"))
     out_dir = tmp_path / "vis"
-    load_tool("visualize").main([str(config), str(ckpt), str(image.parent), "--out-dir", str(out_dir),
+    visualize.main([str(config), str(ckpt), str(image.parent), "--out-dir", str(out_dir),
                                  "--score-thr", "0", "--device", "cpu"])
     _drawn_on(out_dir / f"{image.stem}.png", image)
     assert "5 detections" in capsys.readouterr().out
@@ -308,7 +303,7 @@ test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 def test_visualize_segmentation(tmp_path, capsys):
     """A random tiny KAT UperNet (the demo config, shrunk): class colours (ADE palette) drawn by SegLocalVisualizer."""
     pytest.importorskip("mmseg")
-    from kat_backbones.demo_data.ade import DEMO_CLASSES, make_ade_demo
+    from kat_backbones.apps.demo_data.ade import DEMO_CLASSES, make_ade_demo
 
     root = make_ade_demo(tmp_path / "data", num_train=1, num_val=1, size=96)
     config = tmp_path / "seg_cfg.py"
@@ -317,6 +312,6 @@ def test_visualize_segmentation(tmp_path, capsys):
     _save_random_checkpoint(config, "mmseg", ckpt, DEMO_CLASSES)
     image = next((root / "images" / "validation").glob("*.jpg"))
     out_dir = tmp_path / "vis"
-    load_tool("visualize").main([str(config), str(ckpt), str(image), "--out-dir", str(out_dir), "--device", "cpu"])
+    visualize.main([str(config), str(ckpt), str(image), "--out-dir", str(out_dir), "--device", "cpu"])
     _drawn_on(out_dir / f"{image.stem}.png", image)
     assert "classes:" in capsys.readouterr().out

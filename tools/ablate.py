@@ -32,7 +32,6 @@ is reported (status ``failed``, exit code) and the next one starts; the exit cod
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import glob
 import json
@@ -47,15 +46,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kat_backbones.apps.runlogs import collect_run_logs, primary_metric
+
 REPO = Path(__file__).resolve().parents[1]
 RESULT_FILE = "ablate_result.json"
 LOG_FILE = "ablate_train.log"
-PRIMARY_METRICS = ("coco/bbox_mAP", "mIoU", "accuracy/top1", "coco/segm_mAP", "aAcc")
-_NON_METRIC_KEYS = {"step", "iter", "epoch", "time", "data_time", "memory", "lr", "base_lr"}
 _ITER_RE = re.compile(r"Iter\(train\)\s*\[\s*(\d+)/(\d+)\]")
 _EPOCH_RE = re.compile(r"Epoch\(train\)\s*\[\s*(\d+)\]\[\s*(\d+)/(\d+)\]")
-_VAL_LINE_RE = re.compile(r"(?:Iter|Epoch)\(val\)")
-_KEY_VALUE_RE = re.compile(r"([\w/\.]+):\s+(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.gpus < 1:
         parser.error("--gpus must be >= 1")
+    if args.flops_shape is not None and len(args.flops_shape) not in (1, 2):
+        parser.error(f"--flops-shape takes one or two sizes, got {args.flops_shape}")
     return args
 
 
@@ -195,139 +194,29 @@ def run_one(cmd: list[str], log_path: Path, label: str, interactive: bool) -> tu
 # results
 
 
-def _latest(paths: list[Path]) -> Path | None:
-    return max(paths, key=lambda p: p.stat().st_mtime) if paths else None
-
-
-def _read_json_lines(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
-
-
-def _is_train_record(record: dict[str, Any]) -> bool:
-    return "lr" in record or any(k == "loss" or k.startswith("loss_") for k in record)
-
-
-def _metrics_of(record: dict[str, Any]) -> dict[str, float]:
-    return {
-        k: float(v) for k, v in record.items()
-        if k not in _NON_METRIC_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
-
-
-def collect_run_logs(run_dir: Path) -> dict[str, Any]:
-    """Final validation metrics and mean seconds/iteration of a finished run, from its mmengine logs.
-
-    Reads the newest ``*/vis_data/scalars.json`` (LocalVisBackend), else the newest ``*/<timestamp>.json``
-    (LoggerHook), else the newest ``*/<timestamp>.log`` (the last ``(val)`` line and the ``time:`` of the training
-    lines).
-
-    Returns:
-        dict with ``metrics`` (dict), ``sec_per_iter`` (float or None) and ``source`` (the file read).
-    """
-    scalars = _latest(list(run_dir.glob("*/vis_data/scalars.json")))
-    json_logs = [p for p in run_dir.glob("*/*.json") if re.fullmatch(r"\d{8}_\d{6}\.json", p.name)]
-    source = scalars or _latest(json_logs)
-    metrics: dict[str, float] = {}
-    times: list[float] = []
-    if source is not None:
-        for record in _read_json_lines(source):
-            if _is_train_record(record):
-                if isinstance(record.get("time"), (int, float)):
-                    times.append(float(record["time"]))
-            else:
-                found = _metrics_of(record)
-                if found:
-                    metrics = found
-    else:
-        source = _latest([p for p in run_dir.glob("*/*.log") if re.fullmatch(r"\d{8}_\d{6}\.log", p.name)])
-        if source is not None:
-            for line in source.read_text(errors="replace").splitlines():
-                pairs = dict(_KEY_VALUE_RE.findall(line))
-                if _VAL_LINE_RE.search(line):
-                    found = _metrics_of({k: float(v) for k, v in pairs.items()})
-                    if found:
-                        metrics = found
-                elif ("Iter(train)" in line or "Epoch(train)" in line) and "time" in pairs:
-                    times.append(float(pairs["time"]))
-    if len(times) > 1:
-        times = times[1:]
-    return dict(
-        metrics=metrics,
-        sec_per_iter=sum(times) / len(times) if times else None,
-        source=str(source.relative_to(run_dir)) if source is not None else None,
-    )
-
-
-def _hw(shape: Sequence[int] | None) -> tuple[int, int] | None:
-    if not shape:
-        return None
-    if len(shape) == 1:
-        return int(shape[0]), int(shape[0])
-    if len(shape) == 2:
-        return int(shape[0]), int(shape[1])
-    raise SystemExit(f"ablate: --flops-shape takes one or two sizes, got {list(shape)}")
-
-
-def _config_input_size(cfg: Any) -> tuple[int, int]:
-    """The training input size a config implies: backbone img_size, classifier img_size, or preprocessor size."""
-    model = cfg.model
-    for value in (
-        model.get("backbone", {}).get("img_size") if isinstance(model.get("backbone"), dict) else None,
-        model.get("img_size"),
-        (model.get("data_preprocessor") or {}).get("size"),
-    ):
-        if value is None:
-            continue
-        if isinstance(value, int):
-            return value, value
-        return int(value[0]), int(value[1])
-    return 224, 224
-
-
 def measure_model(config: Path, cfg_options: Sequence[str], shape: Sequence[int] | None) -> dict[str, Any]:
     """Parameters and GFLOPs (paper convention / full) of a config's model, with ``cfg_options`` applied."""
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning)  # toolbox deprecation notices while building
-    import torch
-    from mmengine.config import Config, DictAction
-    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.config import DictAction
 
-    import kat_backbones  # noqa: F401  (registers the kat_backbones scope and the models)
-    from kat_backbones.flops import count_flops
-    from kat_backbones.mm import convert_cfg_for_cpu
+    from kat_backbones.apps.complexity import build_target, measure, parse_hw
 
-    cfg = Config.fromfile(str(config))
+    options = None
     if cfg_options:
         parser = argparse.ArgumentParser()
         parser.add_argument("--o", nargs="+", action=DictAction)
-        cfg.merge_from_dict(parser.parse_args(["--o", *cfg_options]).o)
-    model_cfg = copy.deepcopy(cfg.model)
-    convert_cfg_for_cpu(model_cfg)
-    init_default_scope(cfg.get("default_scope", "mmdet"))
-    model = MODELS.build(model_cfg)
-    model.eval()
-    h, w = _hw(shape) or _config_input_size(cfg)
-    x = torch.randn(1, 3, h, w)
-    if hasattr(model, "extract_feat"):
-        forward, counted = (lambda: model.extract_feat(x)), "backbone+neck"
-    else:
-        forward, counted = (lambda: model(x, mode="tensor")), "model"
-    report = count_flops(model, forward=forward)
+        options = parser.parse_args(["--o", *cfg_options]).o
+    target = build_target(str(config), parse_hw(shape, "--flops-shape"), 1, options)
+    report = measure(target)
+    h, w = target.input_hw
     return dict(
         params=report.params,
         gflops_paper=report.paper / 1e9,
         gflops_full=report.full / 1e9,
         flops_input=f"1x3x{h}x{w}",
-        flops_of=counted,
+        flops_of=target.counted,
     )
 
 
@@ -343,19 +232,6 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
-
-
-def primary_metric(metrics: dict[str, float], requested: str | None) -> tuple[str | None, float | None]:
-    """(name, value) of the metric of the ``metric`` column."""
-    if requested:
-        return requested, metrics.get(requested)
-    for name in PRIMARY_METRICS:
-        if name in metrics:
-            return name, metrics[name]
-    if metrics:
-        name = sorted(metrics)[0]
-        return name, metrics[name]
-    return None, None
 
 
 def write_summary(rows: list[dict[str, Any]], work_dir: Path, metric: str | None) -> tuple[Path, Path]:

@@ -33,7 +33,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from kat_backbones.memory import proc_status_kib, reset_peak_rss, saved_tensor_bytes
+from kat_backbones.apps.memory import proc_status_kib, reset_peak_rss, saved_tensor_bytes
 
 VARIANTS = ("lean", "naive", "softmax")
 _MMAP_THRESHOLD = str(128 * 1024)
@@ -68,14 +68,13 @@ def build_block(variant: str, dim: int, heads: int, tokens: int, grid: int, rank
 
     from kat_backbones.layers import KAN, FourierKArAt, KArAtAttention
 
-    if variant == "softmax":
-        attn_layer = Attention
-    else:
+    block = Block(dim, heads, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), mlp_layer=KAN,
+                  attn_layer=Attention)
+    if variant != "softmax":
         operator = FourierKArAt(heads, tokens, grid=grid, rank=rank, init_std=init_std,
                                 memory_efficient=variant == "lean")
-        attn_layer = KArAtAttention.bind(num_tokens=tokens, operator=operator)
-    return Block(dim, heads, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-                 mlp_layer=KAN, attn_layer=attn_layer)
+        block.attn = KArAtAttention(dim, heads, qkv_bias=True, operator=operator)
+    return block
 
 
 def peak_memory_supported() -> bool:

@@ -32,7 +32,7 @@ import timm
 import torch
 
 import kat_backbones  # noqa: F401  (registers the KAT models)
-from kat_backbones.memory import proc_status_kib, reset_peak_rss, saved_tensor_bytes
+from kat_backbones.apps.memory import proc_status_kib, reset_peak_rss, saved_tensor_bytes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -3,7 +3,7 @@
 
     python tools/convert_checkpoint.py vit_tiny.pth kat_tiny_gelu_from_vit.pth --model kat_tiny_gelu_patch16_224
 
-SRC: .pth/.pt/.bin (read with ``torch.load(weights_only=True)``; ``'model'``/``'state_dict'`` wrappers are unwrapped)
+SRC: .pth/.pt/.bin (read by kat_backbones.checkpoint: ``torch.load(weights_only=True)``, wrappers unwrapped)
 or .safetensors. DST: .safetensors by extension, else ``torch.save``. ViT weights are copied unchanged (fc1/fc2
 included); the rationals keep the init of ``--model`` (act1 identity, act2 gelu for ``*_gelu_*``, swish otherwise).
 The result is checked by strict loading into ``--model`` before it is written.
@@ -17,13 +17,8 @@ import sys
 import timm
 
 import kat_backbones  # noqa: F401  (registers the KAT models)
-from kat_backbones.convert import (
-    is_kat_state_dict,
-    load_kat_weights,
-    load_state_dict_file,
-    save_state_dict_file,
-    vit_to_kat_state_dict,
-)
+from kat_backbones.checkpoint import read_state_dict, save_state_dict
+from kat_backbones.convert import is_kat_state_dict, load_kat_weights, vit_to_kat_state_dict
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = {}
     if args.img_size is not None:
         kwargs["img_size"] = args.img_size
-    src = load_state_dict_file(args.src)
+    src = read_state_dict(args.src)
     if args.num_classes is not None:
         kwargs["num_classes"] = args.num_classes
     elif "head.weight" in src:
@@ -57,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         out = vit_to_kat_state_dict(src, model, strict=True)
         model.load_state_dict(out, strict=True)
         kind = "ViT -> KAT transfer"
-    save_state_dict_file(out, args.dst)
+    save_state_dict(out, args.dst)
     n_rational = sum(1 for k in out if ".act1." in k or ".act2." in k)
     print(f"{kind}: {args.src} -> {args.dst} ({args.model}, {len(out)} tensors, {n_rational} rational tensors, "
           f"{sum(v.numel() for v in out.values()):,} parameters)")

@@ -4,11 +4,13 @@
     python tools/demo_cls.py --epochs 4       # shorter
     python tools/demo_cls.py --threads 0      # torch's default thread count (default: 1 thread)
 
-Writes the demo set to ``DATA/imagenet_demo`` if it is missing (:mod:`kat_backbones.demo_data.imagenet`), evaluates
+Writes the demo set to ``DATA/imagenet_demo`` if it is missing (:mod:`kat_backbones.apps.demo_data.imagenet`), evaluates
 the untrained model (the chance baseline), trains ``configs/imagenet/kat_t_demo.py`` with the Runner's progress log,
 evaluates again and ends with one line::
 
     demo-cls: accuracy/top1=... accuracy/top5=... untrained_top1=... iters=... time=...s
+
+The flow the three demos share (config, schedule, untrained baseline, training) is :mod:`kat_backbones.apps.demo`.
 """
 
 from __future__ import annotations
@@ -40,39 +42,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # the demo is a CPU job
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # the demo is a CPU job: no GPU before torch is imported
     start = time.perf_counter()
 
-    import torch
-    from mmengine.config import Config
-    from mmengine.runner import Runner
+    from kat_backbones.apps import demo
+    from kat_backbones.apps.demo_data.imagenet import IMAGENET_DEMO_SUBDIR, make_imagenet_demo
 
-    from kat_backbones.demo_data.imagenet import IMAGENET_DEMO_SUBDIR, make_imagenet_demo
-    from kat_backbones.mm import convert_cfg_for_cpu
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     data_root = Path(args.data) / IMAGENET_DEMO_SUBDIR
-    if not (data_root / "train").is_dir() or not (data_root / "val").is_dir():
-        print(f"demo-cls: writing the demo set to {data_root}", flush=True)
-        make_imagenet_demo(args.data)
-
-    cfg = Config.fromfile(str(CONFIG))
-    cfg.work_dir = args.work_dir
-    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-        cfg[loader].dataset.data_root = str(data_root)
+    cfg = demo.load_config(CONFIG, args.work_dir, str(data_root), args.threads)
+    demo.ensure_data("demo-cls", data_root, ("train", "val"), lambda: make_imagenet_demo(args.data))
     if args.epochs is not None:
-        cfg.train_cfg.max_epochs = cfg.train_cfg.val_interval = args.epochs
-        cfg.param_scheduler[-1].update(end=args.epochs, T_max=max(1, args.epochs - cfg.param_scheduler[0].end))
-        cfg.default_hooks.checkpoint.interval = args.epochs
-    convert_cfg_for_cpu(cfg)
+        demo.shorten_schedule(cfg, args.epochs)
 
-    runner = Runner.from_cfg(cfg)
-    untrained = runner.val()
-    print(f"demo-cls: untrained accuracy/top1={untrained['accuracy/top1']:.1f}", flush=True)
-    runner.train()  # ends with the config's validation (val_interval = max_epochs)
-    hub = runner.message_hub
-    metrics = {k: hub.get_scalar(f"val/{k}").current() for k in ("accuracy/top1", "accuracy/top5")}
+    runner, untrained = demo.evaluate_untrained(cfg, "demo-cls", ("accuracy/top1",), digits=1)
+    metrics = demo.train(runner, ("accuracy/top1", "accuracy/top5"))  # validates at the end (val_interval)
     elapsed = time.perf_counter() - start
     print(
         f"demo-cls: accuracy/top1={metrics['accuracy/top1']:.1f} accuracy/top5={metrics['accuracy/top5']:.1f} "

@@ -13,7 +13,7 @@ Two numbers are printed (one FLOP per multiply-accumulate, counted with forward 
 
 For a config file (a path ending in .py) the model is built with mmengine's Config and registries (the
 ``kat_backbones.mm`` glue must be importable) and the backbone + neck are measured (``model.extract_feat``) when the
-model has it, otherwise ``model(x)``.
+model has it, otherwise ``model(x)`` (:mod:`kat_backbones.apps.complexity`, shared with ``tools/ablate.py``).
 """
 
 from __future__ import annotations
@@ -21,14 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
-from typing import Any
 
-import torch
-from torch import nn
-
-import kat_backbones  # noqa: F401  (registers the KAT models)
-from kat_backbones.flops import FlopReport, count_flops
+from kat_backbones.apps.complexity import build_target, measure, parse_hw
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,78 +36,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _hw(shape: list[int] | None, default: tuple[int, int]) -> tuple[int, int]:
-    if not shape:
-        return default
-    if len(shape) == 1:
-        return shape[0], shape[0]
-    if len(shape) == 2:
-        return shape[0], shape[1]
-    raise SystemExit(f"get_flops: --shape takes one or two sizes, got {shape}")
-
-
-def build_timm_target(name: str, shape: list[int] | None, batch: int) -> tuple[nn.Module, Callable[[], Any], str]:
-    """Builds a registered timm model and the forward pass to measure."""
-    import timm
-
-    if not timm.is_model(name):
-        raise SystemExit(f"get_flops: {name!r} is neither a registered timm model nor a .py config file")
-    kwargs = {}
-    if shape:
-        h, w = _hw(shape, (224, 224))
-        kwargs["img_size"] = (h, w)
-    model = timm.create_model(name, pretrained=False, **kwargs)
-    in_chans, h, w = model.pretrained_cfg.get("input_size", (3, 224, 224)) if not shape else (3, *_hw(shape, (0, 0)))
-    x = torch.randn(batch, in_chans, h, w)
-    return model, lambda: model(x), f"{name} @ {batch}x{in_chans}x{h}x{w}"
-
-
-def build_config_target(path: str, shape: list[int] | None, batch: int) -> tuple[nn.Module, Callable[[], Any], str]:
-    """Builds the model of an OpenMMLab config (through ``kat_backbones.mm``) and the forward pass to measure."""
-    try:
-        from mmengine.config import Config
-        from mmengine.registry import MODELS, init_default_scope
-
-        import kat_backbones.mm  # noqa: F401  (registers the kat_backbones scope)
-    except ImportError as err:
-        raise SystemExit(
-            f"get_flops: config files need the OpenMMLab glue (kat_backbones.mm with mmengine/mmcv/mmdet/mmseg), "
-            f"which could not be imported: {err}"
-        ) from None
-    cfg = Config.fromfile(path)
-    init_default_scope(cfg.get("default_scope", "mmdet"))
-    model = MODELS.build(cfg.model)
-    h, w = _hw(shape, (512, 512))
-    x = torch.randn(batch, 3, h, w)
-    # parameters per top-level part (backbone / neck / heads), e.g. a detector's rpn_head and roi_head
-    parts = [(name, sum(p.numel() for p in child.parameters())) for name, child in model.named_children()]
-    total = sum(p.numel() for p in model.parameters())
-    params = ", ".join([f"{name} {n / 1e6:.2f} M" for name, n in parts if n] + [f"total {total / 1e6:.2f} M"])
-    if hasattr(model, "extract_feat"):
-        description = f"{path} (FLOPs: backbone + neck; params: whole model) @ {batch}x3x{h}x{w}\nparams: {params}"
-        return model, lambda: model.extract_feat(x), description
-    return model, lambda: model(x), f"{path} @ {batch}x3x{h}x{w}\nparams: {params}"
-
-
-def measure(target: str, shape: list[int] | None = None, batch: int = 1) -> tuple[FlopReport, str]:
-    """Counts the FLOPs of ``target`` (model name or .py config). Returns the report and a description."""
-    build = build_config_target if target.endswith(".py") else build_timm_target
-    model, forward, description = build(target, shape, batch)
-    return count_flops(model, forward=forward), description
-
-
 def main(argv: list[str] | None = None) -> int:
     """Prints parameters and GFLOPs."""
     args = parse_args(argv)
-    report, description = measure(args.target, args.shape, args.batch)
+    try:
+        hw = parse_hw(args.shape)
+        if hw is None and args.target.endswith(".py"):
+            hw = (512, 512)
+        target = build_target(args.target, hw, args.batch)
+    except (ValueError, ImportError) as err:
+        raise SystemExit(f"get_flops: {err}") from None
+    report = measure(target)
     if args.json:
         print(json.dumps({
-            "target": args.target, "input": description, "params": report.params,
+            "target": args.target, "input": target.description, "params": report.params,
             "gflops_paper": report.paper / 1e9, "gflops_full": report.full / 1e9,
             "gflops_by_kind": {k: v / 1e9 for k, v in report.flops.items()},
         }))
         return 0
-    print(description)
+    print(target.description)
     print(report.summary())
     return 0
 

@@ -4,9 +4,9 @@
     python tools/make_demo_data.py --task coco --num-train 16 --num-val 4 --size 256
     python tools/make_demo_data.py --task ade --out /tmp/data --seed 1
 
-COCO goes to ``OUT/coco_demo`` (see :mod:`kat_backbones.demo_data.coco`), ADE20K to ``OUT/ade/ADEChallengeData2016``
-(see :mod:`kat_backbones.demo_data.ade`). Each generator is imported only when its task runs. Without ``--num-train``,
-``--num-val`` and ``--size`` each generator uses its own defaults.
+COCO goes to ``OUT/coco_demo`` (see :mod:`kat_backbones.apps.demo_data.coco`), ADE20K to
+``OUT/ade/ADEChallengeData2016`` (see :mod:`kat_backbones.apps.demo_data.ade`). Each generator is imported only when
+its task runs. Without ``--num-train``, ``--num-val`` and ``--size`` each generator uses its own defaults.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 # (module, function) per task; imported lazily so that one missing generator only fails its own task
 TASKS = {
-    "coco": ("kat_backbones.demo_data.coco", "make_coco_demo"),
-    "ade": ("kat_backbones.demo_data.ade", "make_ade_demo"),
-    "imagenet": ("kat_backbones.demo_data.imagenet", "make_imagenet_demo"),
+    "coco": ("kat_backbones.apps.demo_data.coco", "make_coco_demo"),
+    "ade": ("kat_backbones.apps.demo_data.ade", "make_ade_demo"),
+    "imagenet": ("kat_backbones.apps.demo_data.imagenet", "make_imagenet_demo"),
 }
 
 

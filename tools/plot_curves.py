@@ -19,16 +19,13 @@ draws losses as a trailing N-record moving average over the faint raw curve; ``-
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from kat_backbones.viz import figure_pixels, new_figure, save_figure
+from kat_backbones.apps.runlogs import PRIMARY_METRICS, load_records, run_labels, series
+from kat_backbones.apps.viz import figure_pixels, new_figure, save_figure
 
-PRIMARY_METRICS = ("coco/bbox_mAP", "mIoU", "accuracy/top1", "coco/segm_mAP", "aAcc")
 PANEL_W, PANEL_H, HEADER_H = 4.8, 3.4, 0.45
 """Panel width and height, and the legend header height, in inches (DPI 100)."""
 PANELS_PER_ROW = 3
@@ -46,66 +43,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="log-scale y axis for these keys (no KEY: for every key containing 'loss')")
     parser.add_argument("--title", default=None, help="figure title")
     return parser.parse_args(argv)
-
-
-def scalars_files(path: str | os.PathLike) -> list[Path]:
-    """The ``scalars.json`` file(s) of a run, oldest first."""
-    p = Path(path)
-    if p.is_file():
-        return [p]
-    if (p / "vis_data" / "scalars.json").is_file():
-        return [p / "vis_data" / "scalars.json"]
-    found = sorted(p.glob("*/vis_data/scalars.json"), key=lambda f: f.parents[1].name)
-    if not found:
-        raise FileNotFoundError(f"no scalars.json in {p} (expected {p}/<timestamp>/vis_data/scalars.json)")
-    return found
-
-
-def work_dir_of(path: str | os.PathLike) -> Path:
-    """The work dir of a run input (for a scalars.json: WORK_DIR/<timestamp>/vis_data/scalars.json)."""
-    p = Path(path).resolve()
-    if p.is_file():
-        return p.parents[2] if p.parent.name == "vis_data" else p.parent
-    return p.parent if (p / "vis_data").is_dir() else p
-
-
-def run_labels(paths: Sequence[str]) -> list[str]:
-    """Legend names: the work dirs' names, with their parent folder's name where two runs share a name."""
-    dirs = [work_dir_of(path) for path in paths]
-    names = [d.name for d in dirs]
-    return [f"{d.parent.name}/{d.name}" if names.count(d.name) > 1 else d.name for d in dirs]
-
-
-def load_records(path: str | os.PathLike) -> list[dict]:
-    """All records (JSON lines) of a run, files in time order."""
-    records = []
-    for file in scalars_files(path):
-        with open(file) as f:
-            records += [json.loads(line) for line in f if line.strip()]
-    return records
-
-
-def series(records: Sequence[dict], key: str) -> tuple[list[float], list[float], bool]:
-    """(x, y, is_train) of ``key``: x in training iterations, sorted, one value per x (the last one logged)."""
-    epoch_end: dict[int, int] = {}
-    for r in records:
-        if "iter" in r and "epoch" in r:
-            epoch_end[int(r["epoch"])] = max(epoch_end.get(int(r["epoch"]), 0), int(r["iter"]))
-    points: dict[float, float] = {}
-    is_train = False
-    for r in records:
-        if key not in r or not isinstance(r[key], (int, float)):
-            continue
-        if "iter" in r:
-            x = r["iter"]
-            is_train = True
-        elif epoch_end and "step" in r:  # validation of an epoch-based run: step = epoch
-            x = epoch_end.get(int(r["step"]), r["step"])
-        else:
-            x = r.get("step", len(points))
-        points[float(x)] = float(r[key])
-    xs = sorted(points)
-    return xs, [points[x] for x in xs], is_train
 
 
 def moving_average(values: list[float], window: int) -> list[float]:

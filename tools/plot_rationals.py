@@ -7,8 +7,8 @@
 
 The source is a checkpoint file (a timm KAT state dict ``.pth``/``.safetensors``, a TimmClassifier run, or an
 mmdet/mmseg Runner checkpoint: keys such as ``backbone.blocks.3.mlp.act2.weight_numerator`` under ``'state_dict'``;
-read with ``torch.load(weights_only=True)``, mmengine's message hub allow-listed, see :mod:`kat_backbones.viz`) or a
-timm model name (``timm.create_model``, ``--pretrained`` for its released weights).
+read with ``torch.load(weights_only=True)``, mmengine's message hub allow-listed, see :mod:`kat_backbones.checkpoint`)
+or a timm model name (``timm.create_model``, ``--pretrained`` for its released weights).
 
 One panel per rational module (block N: act1 and act2 side by side, ``--blocks-per-row`` blocks per row); in each
 panel one line per channel group g (F_g(x) = P(x) / Q_g(x), or P_g / Q_g with per-group numerators), computed with
@@ -29,16 +29,16 @@ import sys
 import torch
 
 import kat_backbones  # noqa: F401  (registers the KAT models in timm)
-from kat_backbones.viz import (
+from kat_backbones.apps.viz import (
     RationalEntry,
     figure_pixels,
     find_rationals,
     init_curve,
-    load_checkpoint_file,
     new_figure,
     parse_index_list,
     save_figure,
 )
+from kat_backbones.checkpoint import read_checkpoint
 
 PANEL_W, PANEL_H = 2.6, 2.1
 """Panel width and height in inches (DPI 100)."""
@@ -75,7 +75,7 @@ def _act_init_from_cfg_text(text: str) -> str | None:
 def load_source(source: str, pretrained: bool = False) -> tuple[list[RationalEntry], str | None]:
     """Rationals of ``source`` and the act2 init it declares (None when unknown)."""
     if os.path.exists(source):
-        checkpoint = load_checkpoint_file(source)
+        checkpoint = read_checkpoint(source)
         meta = checkpoint.get("meta") if isinstance(checkpoint.get("meta"), dict) else {}
         cfg_text = meta.get("cfg")
         act2 = _act_init_from_cfg_text(cfg_text) if isinstance(cfg_text, str) else None

@@ -1,4 +1,5 @@
-"""Smoke job behind `make demo` (until the full detection demo lands): shows the whole stack working on CPU.
+"""Smoke job (about a minute on CPU): shows the whole stack working. ``make demo`` runs the detection demo
+(``tools/demo.py``) instead; this one is run by hand: ``python tools/smoke_demo.py``.
 
 1. the compiled group-rational op: backends, agreement with the float64 reference, speed vs the eager reference;
 2. a KAT-Tiny (timm registry) trained for a few steps on a small random batch: the loss falls;

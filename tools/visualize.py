@@ -38,9 +38,9 @@ import torch
 from mmengine.config import Config, DictAction
 
 import kat_backbones  # noqa: F401  (registers the kat_backbones scope and the KAT models)
-from kat_backbones.convert import load_kat_weights, unwrap_state_dict
+from kat_backbones.checkpoint import read_checkpoint, unwrap_state_dict
+from kat_backbones.convert import load_kat_weights
 from kat_backbones.mm.checkpoint import install_safe_checkpoint_loading
-from kat_backbones.viz import load_checkpoint_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CLS_MIN_SIDE = 320
@@ -213,10 +213,8 @@ def visualize_cls(cfg: Config, checkpoint: str, images: list[Path], outs: list[P
     cfg.model.pretrained = False
     cfg.model.checkpoint = None  # the weights come from CHECKPOINT
     model = MODELS.build(cfg.model)
-    ckpt = load_checkpoint_file(checkpoint)
-    state = unwrap_state_dict(ckpt)
-    if state and all(k.startswith("model.") for k in state):
-        state = {k[len("model."):]: v for k, v in state.items()}  # saved from a TimmClassifier (Runner)
+    ckpt = read_checkpoint(checkpoint)
+    state = unwrap_state_dict(ckpt)  # a TimmClassifier run's 'model.' prefix is stripped there
     load_kat_weights(model.model, state, strict=True)
     model.to(device).eval()
     classes = _cls_classes(cfg, ckpt, model.num_classes)

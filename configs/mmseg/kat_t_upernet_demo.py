@@ -4,7 +4,7 @@
 #   python tools/train.py configs/mmseg/kat_t_upernet_demo.py
 #
 # Same pipeline/dataset class as the full recipe (ADE20KDataset, reduce_zero_label); the dataset is restricted to the
-# five ADE classes the demo images contain (kat_backbones.demo_data.ade.DEMO_CLASSES), so mmseg remaps the ADE ids
+# five ADE classes the demo images contain (kat_backbones.apps.demo_data.ade.DEMO_CLASSES), so mmseg remaps the ADE ids
 # 1..5 to 0..4 and IoUMetric reports those five. Plain OptimWrapper (no AMP), BN instead of SyncBN, from scratch.
 _base_ = './kat_t_upernet.py'
 

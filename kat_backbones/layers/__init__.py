@@ -1,8 +1,9 @@
-"""Layers of KAT: the group-rational activation, the GR-KAN layer, and the rational init table."""
+"""Layers of KAT: the group-rational activation, the GR-KAN layer, the rational init table and Fourier-KArAt
+attention (operator and attention modules; putting them into models is :mod:`kat_backbones.models.karat`)."""
 
 from .group_rational import GroupRational, rational_second_moment
 from .kan import KAN, KanInit, kan_init_
-from .karat import FourierKArAt, KArAtAttention, KArAtWindowAttention  # after GroupRational (FLOP counter)
+from .karat import FourierKArAt, KArAtAttention, KArAtWindowAttention
 from .rational_init import RATIONAL_INITS, available_inits, get_rational_init
 
 __all__ = [

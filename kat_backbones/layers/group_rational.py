@@ -10,7 +10,13 @@ from kat_backbones.ops import available_backends, extension_error, group_rationa
 
 from .rational_init import get_rational_init
 
-__all__ = ["GroupRational", "apply_group_rational", "rational_second_moment"]
+__all__ = ["DEFAULT_NUM_GROUPS", "DEFAULT_ORDER", "GroupRational", "apply_group_rational", "rational_second_moment"]
+
+DEFAULT_NUM_GROUPS = 8
+"""Channel groups G of every rational in the released KAT models (each group of C/G channels shares coefficients)."""
+
+DEFAULT_ORDER = (5, 4)
+"""Orders (m, n) of the released KAT rationals: numerator a0..a5, denominator b1..b4 (38 parameters at G = 8)."""
 
 
 def apply_group_rational(
@@ -82,9 +88,9 @@ class GroupRational(nn.Module):
 
     def __init__(
         self,
-        num_groups: int = 8,
+        num_groups: int = DEFAULT_NUM_GROUPS,
         init: str = "identity",
-        order: tuple[int, int] = (5, 4),
+        order: tuple[int, int] = DEFAULT_ORDER,
         shared_numerator: bool = True,
         channel_dim: int = -1,
         device: torch.device | str | None = None,

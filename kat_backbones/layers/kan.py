@@ -10,7 +10,7 @@ import torch
 from timm.layers import to_2tuple, trunc_normal_
 from torch import nn
 
-from .group_rational import GroupRational
+from .group_rational import DEFAULT_NUM_GROUPS, DEFAULT_ORDER, GroupRational
 
 __all__ = ["KAN", "KanInit", "kan_init_"]
 
@@ -65,10 +65,10 @@ class KAN(nn.Module):
         bias: bool | tuple[bool, bool] = True,
         drop: float | tuple[float, float] = 0.0,
         use_conv: bool = False,
-        num_groups: int = 8,
+        num_groups: int = DEFAULT_NUM_GROUPS,
         act_init: str = "swish",
         kan_init: KanInit = "variance_preserving",
-        rational_order: tuple[int, int] = (5, 4),
+        rational_order: tuple[int, int] = DEFAULT_ORDER,
         shared_numerator: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,

@@ -27,13 +27,16 @@ attention weights with std ~84 and blows activations up by orders of magnitude p
 ``a, b ~ N(0, 1 / (N G))`` so that ``Phi`` has unit variance, and ``W ~ N(0, 1 / (N r))`` so that an attention row
 has unit squared norm and ``attn @ v`` keeps the variance of ``v``. A float ``init_std`` draws all three from
 N(0, init_std^2) (``init_std=1.0`` is the paper's).
+
+This module holds the operator and the attention modules; :mod:`kat_backbones.models.karat` puts them into timm's
+VisionTransformer and the dense backbone, and :mod:`kat_backbones.flops` counts the operator (kind ``'karat'``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 from timm.layers import Attention, apply_rot_embed_cat
@@ -43,7 +46,6 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 __all__ = [
-    "AttnType",
     "KArAtMode",
     "DEFAULT_KARAT_CFG",
     "FourierKArAt",
@@ -52,12 +54,10 @@ __all__ = [
     "fourier_rows",
     "fourier_rows_reference",
     "karat_num_params",
+    "make_karat_operator",
     "resolve_karat_cfg",
-    "vit_karat_attn_layer",
-    "apply_karat_to_dense_blocks",
 ]
 
-AttnType = Literal["softmax", "fourier_karat"]
 KArAtMode = Literal["blockwise", "universal"]
 
 DEFAULT_KARAT_CFG: dict[str, Any] = dict(grid=3, rank=12, mode="blockwise", init_std=None)
@@ -228,9 +228,9 @@ class FourierKArAt(nn.Module):
         self,
         num_heads: int,
         num_tokens: int,
-        grid: int = 3,
-        rank: int = 12,
-        init_std: float | None = None,
+        grid: int = DEFAULT_KARAT_CFG["grid"],
+        rank: int = DEFAULT_KARAT_CFG["rank"],
+        init_std: float | None = DEFAULT_KARAT_CFG["init_std"],
         memory_efficient: bool = True,
         chunk_elements: int = _DEFAULT_CHUNK_ELEMENTS,
         device: torch.device | str | None = None,
@@ -282,7 +282,9 @@ class FourierKArAt(nn.Module):
                 f"init_std={self.init_std}, memory_efficient={self.memory_efficient}")
 
 
-def _make_operator(num_heads: int, num_tokens: int, cfg: Mapping[str, Any], **dd) -> FourierKArAt:
+def make_karat_operator(num_heads: int, num_tokens: int, cfg: Mapping[str, Any], **dd) -> FourierKArAt:
+    """A :class:`FourierKArAt` for ``num_heads`` heads and ``num_tokens`` tokens from a resolved ``attn_cfg``
+    (:func:`resolve_karat_cfg`); ``dd``: ``device`` / ``dtype``."""
     return FourierKArAt(num_heads, num_tokens, grid=cfg["grid"], rank=cfg["rank"], init_std=cfg["init_std"], **dd)
 
 
@@ -299,19 +301,18 @@ def _check_operator(operator: FourierKArAt, num_heads: int, num_tokens: int) -> 
 class KArAtAttention(Attention):
     """timm's :class:`~timm.layers.Attention` (ViT, tokens (B, N, C)) with Fourier-KArAt in place of the softmax.
 
-    Same parameters and names as timm's (``qkv``, ``proj``, ...), plus ``karat`` (:class:`FourierKArAt`). For
-    timm's ``attn_layer=`` (which takes a class) use :func:`vit_karat_attn_layer` or :meth:`bind`.
+    Same parameters and names as timm's (``qkv``, ``proj``, ...), plus ``karat`` (:class:`FourierKArAt`). timm's
+    ViT constructs ``attn_layer`` itself with fixed arguments (no token count), so a ViT gets this attention from
+    :class:`kat_backbones.models.karat.KArAtVisionTransformer`, which replaces each block's attention after building.
 
     Args:
         dim: embedding width.
         num_heads: heads. Defaults to 8.
-        num_tokens: tokens N (cls token included). Required unless bound or ``operator`` is given.
+        num_tokens: tokens N (cls token included). Required unless ``operator`` is given.
         karat_cfg: ``grid``, ``rank``, ``init_std`` (see :func:`resolve_karat_cfg`). Defaults to the defaults.
         operator: a :class:`FourierKArAt` to use (shared, ``universal`` mode) instead of a new one.
         **kwargs: the rest of timm's ``Attention`` arguments (``qkv_bias``, ``attn_drop``, ...).
     """
-
-    bound_kwargs: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -322,26 +323,15 @@ class KArAtAttention(Attention):
         operator: FourierKArAt | None = None,
         **kwargs: Any,
     ) -> None:
-        bound = type(self).bound_kwargs
-        num_tokens = num_tokens if num_tokens is not None else bound.get("num_tokens")
-        karat_cfg = karat_cfg if karat_cfg is not None else bound.get("karat_cfg")
-        operator = operator if operator is not None else bound.get("operator")
         super().__init__(dim, num_heads, **kwargs)
         self.fused_attn = False
         if operator is None:
             if num_tokens is None:
                 raise ValueError("KArAtAttention needs num_tokens (the fixed token count N) or a shared operator")
             dd = {"device": kwargs.get("device"), "dtype": kwargs.get("dtype")}
-            operator = _make_operator(num_heads, int(num_tokens), resolve_karat_cfg(karat_cfg), **dd)
+            operator = make_karat_operator(num_heads, int(num_tokens), resolve_karat_cfg(karat_cfg), **dd)
         _check_operator(operator, num_heads, operator.num_tokens if num_tokens is None else int(num_tokens))
         self.karat = operator
-
-    @classmethod
-    def bind(cls, **kwargs: Any) -> type[KArAtAttention]:
-        """A subclass whose constructor defaults to ``kwargs`` (``num_tokens``, ``karat_cfg``, ``operator``): the
-        form timm's ``attn_layer=`` argument needs (it must be a class)."""
-        return type(cls.__name__, (cls,), {"bound_kwargs": dict(kwargs), "__module__": cls.__module__,
-                                           "__qualname__": cls.__qualname__, "__doc__": cls.__doc__})
 
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
@@ -395,7 +385,7 @@ class KArAtWindowAttention(SamAttention):
             if num_tokens is None:
                 raise ValueError("KArAtWindowAttention needs num_tokens (the fixed token count N) or an operator")
             dd = {"device": kwargs.get("device"), "dtype": kwargs.get("dtype")}
-            operator = _make_operator(num_heads, int(num_tokens), resolve_karat_cfg(karat_cfg), **dd)
+            operator = make_karat_operator(num_heads, int(num_tokens), resolve_karat_cfg(karat_cfg), **dd)
         _check_operator(operator, num_heads, operator.num_tokens if num_tokens is None else int(num_tokens))
         self.karat = operator
 
@@ -422,117 +412,3 @@ class KArAtWindowAttention(SamAttention):
         x = self.proj(x)
         x = self.proj_drop(x)
         return x.view(batch, height, width, -1)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# model integration
-
-
-def vit_karat_attn_layer(
-    attn_cfg: Mapping[str, Any] | None,
-    num_heads: int,
-    img_size: int | tuple[int, int] = 224,
-    patch_size: int | tuple[int, int] = 16,
-    num_prefix_tokens: int = 1,
-    dynamic_img_size: bool = False,
-) -> type[KArAtAttention]:
-    """The ``attn_layer`` class for timm's VisionTransformer with Fourier-KArAt in every block.
-
-    N is fixed by the image size: ``(img_size / patch_size)^2 + num_prefix_tokens`` (197 at 224/16 with a cls
-    token). In ``universal`` mode every block gets the same :class:`FourierKArAt` instance.
-
-    Raises:
-        ValueError: ``dynamic_img_size=True`` (no fixed token count), or a bad ``attn_cfg``.
-    """
-    cfg = resolve_karat_cfg(attn_cfg)
-    if dynamic_img_size:
-        raise ValueError("attn_type='fourier_karat' needs a fixed token count (its coefficients are indexed by token "
-                         "position): dynamic_img_size=True is not supported; set img_size instead")
-    ih, iw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
-    num_tokens = (ih // ph) * (iw // pw) + num_prefix_tokens
-    operator = _make_operator(num_heads, num_tokens, cfg) if cfg["mode"] == "universal" else None
-    return KArAtAttention.bind(num_tokens=num_tokens, karat_cfg=cfg, operator=operator)
-
-
-def apply_karat_to_dense_blocks(
-    blocks: nn.ModuleList,
-    feat_hw: tuple[int, int],
-    attn_cfg: Mapping[str, Any] | None,
-    shared: nn.ModuleDict | None = None,
-) -> None:
-    """Replaces the attention of ViTDet/SAM-style blocks (timm ``vision_transformer_sam.Block``) by
-    :class:`KArAtWindowAttention`, in place.
-
-    Window blocks get N = window_size ** 2 (windows are padded to full size, so N never changes). Global blocks get
-    N = H * W of ``feat_hw`` (the grid of the backbone's ``img_size``): the operator is fixed to that grid and an
-    input with another grid fails with a clear error; ``attn_cfg['global_attn']='softmax'`` keeps the global
-    blocks on softmax attention instead. ``universal`` mode shares one operator per token count, i.e. one for all
-    window blocks and one for all global blocks, stored in ``shared`` (keys ``'n{N}'``).
-
-    Args:
-        blocks: the blocks (each with ``attn``, ``window_size``).
-        feat_hw: the token grid (H, W) of the backbone's ``img_size``.
-        attn_cfg: :func:`resolve_karat_cfg` keys plus ``global_attn`` (``'fourier_karat'`` or ``'softmax'``).
-        shared: where universal operators are registered (needed for ``mode='universal'``).
-    """
-    cfg = resolve_karat_cfg(attn_cfg, extra_keys=("global_attn",))
-    global_attn = cfg.pop("global_attn", "fourier_karat")
-    if global_attn not in ("fourier_karat", "softmax"):
-        raise ValueError(f"attn_cfg: global_attn must be 'fourier_karat' or 'softmax', got {global_attn!r}")
-    if cfg["mode"] == "universal" and shared is None:
-        raise ValueError("universal Fourier-KArAt needs a ModuleDict to register the shared operators in")
-    for blk in blocks:
-        old = blk.attn
-        if not isinstance(old, SamAttention):
-            raise TypeError(f"expected timm vision_transformer_sam.Attention, got {type(old).__name__}")
-        if blk.window_size > 0:
-            num_tokens = blk.window_size**2
-        elif global_attn == "softmax":
-            continue
-        else:
-            num_tokens = feat_hw[0] * feat_hw[1]
-        operator = None
-        if cfg["mode"] == "universal":
-            key = f"n{num_tokens}"
-            if key not in shared:
-                shared[key] = _make_operator(old.num_heads, num_tokens, cfg)
-            operator = shared[key]
-        input_size = None
-        if old.use_rel_pos:
-            input_size = ((old.rel_pos_h.shape[0] + 1) // 2, (old.rel_pos_w.shape[0] + 1) // 2)
-        blk.attn = KArAtWindowAttention(
-            old.qkv.in_features,
-            num_heads=old.num_heads,
-            num_tokens=num_tokens,
-            karat_cfg=cfg,
-            operator=operator,
-            qkv_bias=old.qkv.bias is not None,
-            qk_norm=not isinstance(old.q_norm, nn.Identity),
-            attn_drop=old.attn_drop.p,
-            proj_drop=old.proj_drop.p,
-            use_rel_pos=old.use_rel_pos,
-            input_size=input_size,
-            rope=old.rope,
-            device=old.qkv.weight.device,
-            dtype=old.qkv.weight.dtype,
-        )
-
-
-# FLOPs of the operator for kat_backbones.flops (kind 'karat': in the full count, not in the paper convention, like
-# the attention matmuls). Registered here so that every FourierKArAt is counted wherever the counter is used;
-# kat_backbones.flops itself only needs kat_backbones.layers.GroupRational, imported before this module.
-def _karat_flops(module: FourierKArAt, args: tuple, output: torch.Tensor) -> int:
-    """MACs: 2G matmuls (N x N) @ (N x r) for Phi and one (N x r) @ (r x N) for W, per head and batch item."""
-    logits = args[0]
-    batch_heads = logits.numel() // (module.num_tokens**2)
-    return batch_heads * (2 * module.grid + 1) * module.num_tokens**2 * module.rank
-
-
-def _register_flops() -> None:
-    from kat_backbones.flops import register_flop_handler
-
-    register_flop_handler(FourierKArAt, kind="karat")(_karat_flops)
-
-
-_register_flops()

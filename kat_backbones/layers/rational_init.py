@@ -5,8 +5,9 @@
 Provenance:
 
 - ``identity``: exact, for every order (a1 = 1, everything else 0).
-- ``swish`` (= ``silu``): the SPEC's coefficients (the default act2 of the released KAT models; max error 1.2e-6
-  on [-3, 3]).
+- ``swish`` (= ``silu``): the coefficients of the released KAT models' act2 (KAT reference implementation; max
+  error 1.2e-6 on [-3, 3] under this formula). The reference's own ``gelu`` entry is not GELU under this formula
+  (F(3) = 1.53 instead of 3.00), so gelu and the others are fitted here.
 - ``gelu`` (exact, erf-based), ``relu``, ``tanh``, ``sigmoid``: fitted with ``tools/fit_rational.py``, e.g.::
 
       python tools/fit_rational.py --fn gelu --order 5 4 --range -3 3 --weighting uniform

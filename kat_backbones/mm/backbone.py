@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import logging
+import copy
+from typing import Any, Mapping, Sequence
 
-import torch
 from mmengine.logging import MMLogger
 from mmengine.model import initialize
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from kat_backbones.models.dense import KATDense, load_checkpoint_file
+from kat_backbones.checkpoint import TIMM_PREFIX
+from kat_backbones.models.dense import KATDense
 
 from .registry import MODELS
 
@@ -21,36 +22,40 @@ class KATBackbone(KATDense):
     """:class:`kat_backbones.models.dense.KATDense` for mmdet / mmseg configs (``type='kat_backbones.KATBackbone'``).
 
     Same arguments and outputs as :class:`~kat_backbones.models.dense.KATDense` (see there; e.g. ``arch='base'``,
-    ``img_size=1024``, ``out_indices=(11,)``, ``mlp_type='kan'`` or ``'mlp'``), plus OpenMMLab conveniences:
-    messages go to the mmengine logger, ``init_cfg=dict(type='Pretrained', checkpoint=...)`` also accepts the URLs and
-    ``prefix://`` schemes of mmengine's checkpoint loader, and other ``init_cfg`` types (e.g. ``TruncNormal``) are
-    handed to :func:`mmengine.model.initialize`.
+    ``img_size=1024``, ``out_indices=(11,)``, ``mlp_type='kan'`` or ``'mlp'``), plus OpenMMLab's ``init_cfg``:
 
-    A timm KAT or ViT checkpoint (``.pth``/``.safetensors`` file or ``timm:NAME``) is converted on the fly: the cls
-    token and classifier are dropped, the position embedding is resized to the ``pretrain_img_size`` grid (the model
-    interpolates it to the feature grid at run time) and missing/unexpected keys are logged. A ViT checkpoint loaded
-    into a KAT backbone fills everything but the rationals, which keep their init (the paper's "KAT from ViT").
+    - ``dict(type='Pretrained', checkpoint=..., prefix=None)`` loads a timm KAT or ViT checkpoint in
+      :meth:`init_weights` through :meth:`~kat_backbones.models.dense.KATDense.load_pretrained`: a ``.pth`` /
+      ``.safetensors`` file, ``timm:NAME[.TAG]``, or a URL / ``prefix://`` scheme of mmengine's checkpoint loader.
+      The cls token and classifier are dropped, the position embedding is resized to the ``pretrain_img_size`` grid
+      (the model interpolates it to the feature grid at run time), and missing/unexpected keys are logged to the
+      mmengine logger. A ViT checkpoint loaded into a KAT backbone fills everything but the rationals, which keep
+      their init (the paper's "KAT from ViT");
+    - other types (e.g. ``TruncNormal``) are handed to :func:`mmengine.model.initialize`.
+
+    Args:
+        *args: :class:`~kat_backbones.models.dense.KATDense` arguments.
+        init_cfg (dict | list[dict], optional): See above. Defaults to None.
+        **kwargs: :class:`~kat_backbones.models.dense.KATDense` arguments.
     """
 
-    def _get_logger(self) -> logging.Logger:
-        return MMLogger.get_current_instance()
-
-    def _read_checkpoint(self, path: str) -> dict[str, torch.Tensor]:
-        if path.startswith("timm:") or path.endswith(".safetensors") or "://" not in path:
-            return load_checkpoint_file(path)
-        state = CheckpointLoader.load_checkpoint(path, map_location="cpu")
-        for key in ("state_dict", "model", "module"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                return dict(state[key])
-        return dict(state)
+    def __init__(
+        self, *args: Any, init_cfg: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.init_cfg = copy.deepcopy(init_cfg)
 
     def init_weights(self) -> None:
         """Load the ``Pretrained`` checkpoint of ``init_cfg``; other init types go through mmengine."""
-        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg] if self.init_cfg else []
+        cfgs = self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else [self.init_cfg] if self.init_cfg else []
         for cfg in cfgs:
             cfg = dict(cfg)
-            if cfg.get("type") == "Pretrained":
-                self.load_pretrained(cfg["checkpoint"], prefix=cfg.get("prefix"))
-            else:
+            if cfg.get("type") != "Pretrained":
                 initialize(self, cfg)
+                continue
+            checkpoint = cfg["checkpoint"]
+            if isinstance(checkpoint, str) and "://" in checkpoint and not checkpoint.startswith(TIMM_PREFIX):
+                # URLs and mmengine's schemes (open-mmlab://, torchvision://, ...): fetched by mmengine's loader
+                checkpoint = CheckpointLoader.load_checkpoint(checkpoint, map_location="cpu")
+            self.load_pretrained(checkpoint, prefix=cfg.get("prefix"), logger=MMLogger.get_current_instance())
         self.is_init = True

@@ -1,4 +1,7 @@
-"""Safe checkpoint loading for mmengine under torch >= 2.6 (``torch.load(weights_only=True)``).
+"""mmengine checkpoints under torch >= 2.6 (``torch.load(weights_only=True)``): the allow-list and the local loader.
+
+Reading files is :mod:`kat_backbones.checkpoint`'s job; this module only makes mmengine's checkpoints readable there
+and routes mmengine's own loading through it.
 
 torch >= 2.6 loads with ``weights_only=True`` by default: only tensors, containers and allow-listed globals may be
 unpickled. A checkpoint saved by mmengine 0.10.7's Runner also stores its message hub (loss histories as
@@ -17,81 +20,35 @@ NOT allowed in general: the global named ``builtins.getattr`` resolves to :func:
 only returns the four statistics methods of ``HistoryBuffer`` that mmengine pickles (``min``, ``max``, ``current``,
 ``mean``). Nothing here loads with ``weights_only=False``.
 
-A file that references anything else (e.g. a pickled callable whose ``__reduce__`` calls ``os.system``) is refused
-with :class:`UnsafeCheckpointError`, which names the file, the offending global and how to proceed if the file is
-trusted; a truncated file (a run killed while saving) raises :class:`CorruptCheckpointError`.
-
-``import kat_backbones`` calls :func:`install_safe_checkpoint_loading`: the allow-list, and mmengine's loader for
-local files (``CheckpointLoader`` scheme ``''``, used by ``Runner.resume`` / ``load_checkpoint`` and by
-``tools/test.py``) replaced by :func:`load_from_local_safe`, which loads the same way with the errors above.
+Importing this module (``import kat_backbones`` does) calls :func:`install_safe_checkpoint_loading`: the allow-list,
+and mmengine's loader for local files (``CheckpointLoader`` scheme ``''``, used by ``Runner.resume`` /
+``load_checkpoint`` and by ``tools/test.py``) replaced by :func:`load_from_local_safe`, which reads through
+:func:`kat_backbones.checkpoint.read_checkpoint` and so refuses a file that references anything else with
+:class:`~kat_backbones.checkpoint.UnsafeCheckpointError` and reports a truncated file with
+:class:`~kat_backbones.checkpoint.CorruptCheckpointError`.
 """
 
 from __future__ import annotations
 
-import os
 import os.path as osp
 import pickle
-import re
 from typing import Any, Callable
 
 import torch
 
+from kat_backbones.checkpoint import read_checkpoint
+
 __all__ = [
-    "CorruptCheckpointError",
-    "UnsafeCheckpointError",
     "allow_mmengine_checkpoints",
     "history_buffer_getattr",
     "install_safe_checkpoint_loading",
     "load_from_local_safe",
     "mmengine_safe_globals",
-    "safe_torch_load",
 ]
 
 #: The statistics methods a pickled :class:`mmengine.logging.HistoryBuffer` refers to (``getattr(HistoryBuffer,
 #: name)`` in the pickle: protocol-2 pickles spell nested names that way).
 HISTORY_BUFFER_STATISTICS = ("min", "max", "current", "mean")
-
-_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
-
-
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint references a global that is not allow-listed for ``weights_only`` loading.
-
-    Attributes:
-        path (str): The file.
-        global_name (str | None): The offending global (``module.name``), when torch's message names one.
-    """
-
-    def __init__(self, path: str, global_name: str | None, detail: str) -> None:
-        self.path = path
-        self.global_name = global_name
-        what = f"the global {global_name}" if global_name else "an object"
-        allow = (
-            f"torch.serialization.add_safe_globals([{global_name}]) (or the torch.serialization.safe_globals"
-            f"([{global_name}]) context manager)"
-            if global_name
-            else "torch.serialization.add_safe_globals([...]) with the object named below"
-        )
-        super().__init__(
-            f"refusing to load checkpoint {path}: it references {what}, which is not on the weights-only allow-list "
-            "(torch.load(weights_only=True) + the mmengine globals of kat_backbones.mm.checkpoint). Unpickling a "
-            "global can run arbitrary code. If you trust this file and where it came from, allow exactly this global "
-            f"before loading: {allow}; or, in a trusted environment, load it once with torch.load(path, "
-            "weights_only=False) and re-save only its tensors (e.g. {'state_dict': ...}). "
-            f"torch said: {detail}"
-        )
-
-
-class CorruptCheckpointError(RuntimeError):
-    """A checkpoint file is truncated or not a torch file (e.g. the run was killed while saving it)."""
-
-    def __init__(self, path: str, detail: str) -> None:
-        self.path = path
-        super().__init__(
-            f"checkpoint {path} is truncated or not a torch checkpoint ({detail}). If the run was killed while saving "
-            "it, resume from the previous checkpoint: `tools/train.py CONFIG --resume` picks the one named in the "
-            "work dir's last_checkpoint file, which is written only after a checkpoint is complete."
-        )
 
 
 def history_buffer_getattr(obj: Any, name: str) -> Callable:
@@ -143,45 +100,19 @@ def allow_mmengine_checkpoints() -> None:
     torch.serialization.add_safe_globals(mmengine_safe_globals())
 
 
-def safe_torch_load(path: str | os.PathLike, map_location: Any = None) -> Any:
-    """``torch.load(path, weights_only=True)`` with the mmengine allow-list and clear errors.
-
-    Args:
-        path (str | os.PathLike): The file.
-        map_location: As :func:`torch.load`. Defaults to None.
-
-    Raises:
-        UnsafeCheckpointError: The file references a global that is not allow-listed.
-        CorruptCheckpointError: The file is truncated or not a torch file.
-    """
-    path = str(path)
-    allow_mmengine_checkpoints()
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        message = str(err)
-        found = _GLOBAL_RE.search(message)
-        # torch's message is long (it explains weights_only); keep the line that says what failed
-        detail = next((line.strip() for line in message.splitlines() if "GLOBAL" in line or "reduce" in line), message)
-        raise UnsafeCheckpointError(path, found.group(1) if found else None, detail) from err
-    except RuntimeError as err:
-        if "PytorchStreamReader" in str(err) or "zip archive" in str(err):
-            raise CorruptCheckpointError(path, str(err).splitlines()[0]) from err
-        raise
-    except EOFError as err:  # a legacy (non-zip) file cut short
-        raise CorruptCheckpointError(path, f"EOFError: {err}") from err
-
-
 def load_from_local_safe(filename: str, map_location: Any = None) -> Any:
-    """mmengine's local-file checkpoint loader (``CheckpointLoader`` scheme ``''``), through :func:`safe_torch_load`.
+    """mmengine's local-file checkpoint loader (``CheckpointLoader`` scheme ``''``), through
+    :func:`kat_backbones.checkpoint.read_checkpoint`.
 
     Same behaviour as ``mmengine.runner.checkpoint.load_from_local`` on torch >= 2.6 (``weights_only=True``), plus the
-    mmengine allow-list and the errors of :func:`safe_torch_load`.
+    mmengine allow-list (re-applied, in case the allow-list was cleared since import) and the errors of
+    :func:`~kat_backbones.checkpoint.read_checkpoint`.
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f"{filename} can not be found.")
-    return safe_torch_load(filename, map_location=map_location)
+    allow_mmengine_checkpoints()
+    return read_checkpoint(filename, map_location=map_location)
 
 
 def install_safe_checkpoint_loading() -> None:

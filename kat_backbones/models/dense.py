@@ -1,6 +1,7 @@
 """KAT (and its plain-ViT baseline) as a ViTDet-style dense-prediction backbone.
 
-Pure PyTorch + timm; the OpenMMLab registration lives in :mod:`kat_backbones.mm`.
+Pure PyTorch + timm: :meth:`KATDense.load_pretrained` loads timm-format weights; the OpenMMLab face
+(registration, ``init_cfg``, mmengine logging and checkpoint URL schemes) is :class:`kat_backbones.mm.KATBackbone`.
 
 The backbone is a plain, non-hierarchical transformer (ViTDet, Li et al. 2022): tokens stay a (B, H, W, C) grid, all
 blocks use window attention (window 14) except a few global ones (2, 5, 8, 11), attention carries decomposed relative
@@ -14,7 +15,6 @@ with only the cls token/head dropped (:func:`checkpoint_filter_fn`).
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -29,21 +29,15 @@ import torch.utils.checkpoint
 from timm.layers import Mlp, PatchEmbed, resample_abs_pos_embed, resample_patch_embed, trunc_normal_
 from timm.models.vision_transformer_sam import Block
 
-__all__ = ["ARCH_SETTINGS", "KATDense", "checkpoint_filter_fn", "load_checkpoint_file"]
+from kat_backbones.checkpoint import read_state_dict, unwrap_state_dict
+from kat_backbones.layers import KAN
+
+from .karat import AttnType, apply_karat_to_dense_blocks
+from .kat import KAT_ARCHS
+
+__all__ = ["KATDense", "checkpoint_filter_fn"]
 
 _logger = logging.getLogger(__name__)
-
-#: Width / depth / heads of the presets (timm's ViT-Ti/S/B, KAT-T/S/B).
-ARCH_SETTINGS: dict[str, dict[str, int]] = {
-    "tiny": dict(embed_dims=192, depth=12, num_heads=3),
-    "small": dict(embed_dims=384, depth=12, num_heads=6),
-    "base": dict(embed_dims=768, depth=12, num_heads=12),
-}
-
-#: GR-KAN defaults of the released KAT models (SPEC §2).
-DEFAULT_KAN_CFG: dict[str, Any] = dict(
-    num_groups=8, act_init="swish", kan_init="variance_preserving", rational_order=(5, 4), shared_numerator=True
-)
 
 # Keys of a timm classification checkpoint that a dense backbone has no use for.
 _DROP_PREFIXES = ("head.", "head_dist.", "fc_norm.", "pre_logits.", "attn_pool.", "norm_pre.")
@@ -68,9 +62,7 @@ def _make_mlp_layer(mlp_type: str, kan_cfg: Mapping[str, Any] | None):
 
         return build_mlp
     if mlp_type == "kan":
-        from kat_backbones.layers import KAN
-
-        cfg = {**DEFAULT_KAN_CFG, **(kan_cfg or {})}
+        cfg = dict(kan_cfg or {})
 
         def build_kan(in_features: int, hidden_features: int, act_layer=None, drop: float = 0.0, **dd) -> nn.Module:
             # GR-KAN's activations are its rationals (``act_init``): timm's act_layer is not used
@@ -113,51 +105,13 @@ def _summarize_keys(keys: Sequence[str]) -> str:
     return ", ".join(f"{k} (x{n})" if n > 1 else k for k, n in counts.items())
 
 
-def load_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a timm / OpenMMLab checkpoint file into a flat state dict.
-
-    ``.safetensors`` files are read with safetensors; everything else with ``torch.load(weights_only=True)``. A
-    ``timm:NAME`` path builds ``timm.create_model(NAME, pretrained=True)`` and takes its weights (downloaded by timm,
-    so it needs the hub and a model whose pretrained config has weights).
-
-    Args:
-        path (str | os.PathLike): File path or ``timm:NAME``.
-
-    Returns:
-        dict[str, torch.Tensor]: The state dict, unwrapped from ``state_dict`` / ``model`` / ``module`` entries.
-    """
-    path = str(path)
-    if path.startswith("timm:"):
-        import timm
-
-        import kat_backbones  # noqa: F401  (registers the KAT models in timm)
-
-        name = path[len("timm:") :]
-        model = timm.create_model(name, pretrained=False)
-        cfg = model.pretrained_cfg or {}
-        if not any(cfg.get(k) for k in ("url", "hf_hub_id", "file", "state_dict")):
-            raise RuntimeError(f"timm model {name!r} has no pretrained weights to load (pretrained_cfg={cfg})")
-        model = timm.create_model(name, pretrained=True)
-        return model.state_dict()
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(path, device="cpu")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "module"):
-        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
-            state = state[key]
-            break
-    return dict(state)
-
-
 class KATDense(nn.Module):
     """KAT / ViT backbone for dense prediction (ViTDet-style, plain, single scale).
 
     Args:
-        arch (str | dict): ``'tiny'``, ``'small'``, ``'base'`` (192/12/3, 384/12/6, 768/12/12) or a dict with
-            ``embed_dims``, ``depth`` and ``num_heads``. Defaults to ``'tiny'``.
+        arch (str | dict): ``'tiny'``, ``'small'``, ``'base'`` (width / depth / heads of
+            :data:`kat_backbones.models.KAT_ARCHS`: 192/12/3, 384/12/6, 768/12/12) or a dict with ``embed_dims``,
+            ``depth`` and ``num_heads``. Defaults to ``'tiny'``.
         img_size (int | tuple[int, int]): Training input size; sets the size of the global blocks' relative-position
             tables (inputs of other sizes work, the tables are interpolated). Defaults to 1024.
         patch_size (int): Patch size. Defaults to 16.
@@ -169,9 +123,9 @@ class KATDense(nn.Module):
             Defaults to ``(11,)``.
         mlp_type (str): ``'kan'`` (GR-KAN, the KAT) or ``'mlp'`` (timm's GELU Mlp, the ViT baseline).
             Defaults to ``'kan'``.
-        kan_cfg (dict, optional): Extra arguments of :class:`kat_backbones.layers.KAN`, merged over
-            ``dict(num_groups=8, act_init='swish', kan_init='variance_preserving', rational_order=(5, 4),
-            shared_numerator=True)``. Defaults to None.
+        kan_cfg (dict, optional): Arguments of :class:`kat_backbones.layers.KAN` (``num_groups``, ``act_init``,
+            ``kan_init``, ``rational_order``, ``shared_numerator``); unset ones keep KAN's defaults, those of the
+            released KAT models. Defaults to None.
         mlp_ratio (float): Hidden width of the MLP relative to ``embed_dims``. Defaults to 4.0.
         qkv_bias (bool): Bias of the qkv projection. Defaults to True.
         drop_path_rate (float): Stochastic depth, linear from 0 to this value over the blocks. Defaults to 0.1.
@@ -182,7 +136,8 @@ class KATDense(nn.Module):
         final_norm (bool): Apply a final LayerNorm (``norm``) to the output of the last block. Defaults to False.
         with_cp (bool): Activation checkpointing of every block while training (saves memory, costs one more
             forward). Defaults to False.
-        attn_type (str): ``'softmax'`` or ``'fourier_karat'`` (Fourier-KArAt, :mod:`kat_backbones.layers.karat`).
+        attn_type (str): ``'softmax'`` or ``'fourier_karat'`` (Fourier-KArAt, :mod:`kat_backbones.layers.karat`,
+            put into the blocks by :func:`kat_backbones.models.karat.apply_karat_to_dense_blocks`).
             KArAt's operator is fixed to a token count: N = ``window_size ** 2`` in window blocks, N = the
             ``img_size`` grid in global blocks (another input grid raises an error there). Defaults to
             ``'softmax'``.
@@ -190,8 +145,9 @@ class KATDense(nn.Module):
             (``'blockwise'``, or ``'universal'``: one operator per head and token count shared by all blocks,
             registered as ``karat_universal``), ``init_std`` (None: variance-preserving), ``global_attn``
             (``'fourier_karat'``, or ``'softmax'`` to keep the global blocks on softmax). Defaults to None.
-        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH, prefix=None)`` loads a timm-format KAT
-            or ViT checkpoint (``.pth``/``.safetensors``/``timm:NAME``) in :meth:`init_weights`. Defaults to None.
+
+    Pretrained weights: :meth:`load_pretrained` (a timm-format KAT or ViT checkpoint, ``timm:NAME[.TAG]`` or a state
+    dict); in OpenMMLab configs ``init_cfg=dict(type='Pretrained', ...)`` of :class:`kat_backbones.mm.KATBackbone`.
     """
 
     def __init__(
@@ -212,15 +168,14 @@ class KATDense(nn.Module):
         pretrain_img_size: int | Sequence[int] = 224,
         final_norm: bool = False,
         with_cp: bool = False,
-        attn_type: Literal["softmax", "fourier_karat"] = "softmax",
+        attn_type: AttnType = "softmax",
         attn_cfg: Mapping[str, Any] | None = None,
-        init_cfg: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(arch, str):
-            if arch not in ARCH_SETTINGS:
-                raise ValueError(f"arch must be one of {sorted(ARCH_SETTINGS)} or a dict, got {arch!r}")
-            arch_cfg = ARCH_SETTINGS[arch]
+            if arch not in KAT_ARCHS:
+                raise ValueError(f"arch must be one of {sorted(KAT_ARCHS)} or a dict, got {arch!r}")
+            arch_cfg = {**KAT_ARCHS[arch], "embed_dims": KAT_ARCHS[arch]["embed_dim"]}
         else:
             missing = {"embed_dims", "depth", "num_heads"} - set(arch)
             if missing:
@@ -256,7 +211,6 @@ class KATDense(nn.Module):
         self.mlp_type = mlp_type
         self.final_norm = final_norm
         self.with_cp = with_cp
-        self.init_cfg = copy.deepcopy(init_cfg)
 
         if isinstance(out_indices, int):
             out_indices = (out_indices,)
@@ -283,7 +237,7 @@ class KATDense(nn.Module):
         feat_hw = (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
         dpr = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
         mlp_layer = _make_mlp_layer(mlp_type, kan_cfg)
-        # --- Fourier-KArAt (kat_backbones.layers.karat): shared operators registered before the blocks, so that
+        # --- Fourier-KArAt (kat_backbones.models.karat): shared operators registered before the blocks, so that
         # parameter-wise rules (layer decay) see them as `karat_universal.*`, not as parameters of block 0
         self.attn_type = attn_type
         if attn_type not in ("softmax", "fourier_karat") or (attn_type == "softmax" and attn_cfg):
@@ -308,8 +262,6 @@ class KATDense(nn.Module):
             for i in range(self.num_layers)
         )
         if attn_type == "fourier_karat":  # Fourier-KArAt: N of global blocks = the token grid of img_size
-            from kat_backbones.layers.karat import apply_karat_to_dense_blocks
-
             grid_hw = (-(-self.img_size[0] // self.patch_size), -(-self.img_size[1] // self.patch_size))
             apply_karat_to_dense_blocks(self.blocks, grid_hw, attn_cfg, shared=self.karat_universal)
         self.norm = nn.LayerNorm(self.embed_dims, eps=1e-6) if final_norm else nn.Identity()
@@ -330,41 +282,39 @@ class KATDense(nn.Module):
                 if lin.bias is not None:
                     nn.init.zeros_(lin.bias)
 
-    def _get_logger(self) -> logging.Logger:
-        return _logger
-
-    def _read_checkpoint(self, path: str) -> dict[str, torch.Tensor]:
-        return load_checkpoint_file(path)
-
-    def init_weights(self) -> None:
-        """Load the checkpoint named by ``init_cfg`` (``type='Pretrained'``); without one keep the random init."""
-        cfgs = self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else [self.init_cfg] if self.init_cfg else []
-        for cfg in cfgs:
-            if cfg.get("type") != "Pretrained":
-                raise ValueError(f"KATDense supports init_cfg type 'Pretrained' only, got {cfg.get('type')!r}")
-            self.load_pretrained(cfg["checkpoint"], prefix=cfg.get("prefix"))
-
     def load_pretrained(
-        self, checkpoint: str | os.PathLike | Mapping[str, torch.Tensor], prefix: str | None = None
+        self,
+        checkpoint: str | os.PathLike | Mapping[str, torch.Tensor],
+        prefix: str | None = None,
+        logger: logging.Logger | None = None,
     ) -> tuple[list[str], list[str]]:
         """Load a timm KAT/ViT (or ViTDet-layout) checkpoint, converting it with :func:`checkpoint_filter_fn`.
 
+        Tensors whose shape still differs from the model's after the conversion are skipped (logged as warnings)
+        and stay at their init, like the missing ones.
+
         Args:
-            checkpoint (str | os.PathLike | Mapping): A file (``.pth``, ``.safetensors``), ``timm:NAME`` or a state
-                dict.
+            checkpoint (str | os.PathLike | Mapping): A file (``.pth``, ``.safetensors``), ``timm:NAME[.TAG]`` or a
+                state dict / checkpoint dict (read by :func:`kat_backbones.checkpoint.read_state_dict`).
             prefix (str, optional): Only keys starting with this prefix are used, with the prefix removed (e.g.
                 ``'backbone.'`` for a detector checkpoint). Defaults to None.
+            logger (logging.Logger, optional): Where the summary goes. Defaults to this module's logger.
 
         Returns:
             tuple[list[str], list[str]]: Missing and unexpected keys (after conversion).
+
+        Raises:
+            KeyError: No key starts with ``prefix``.
         """
-        logger = self._get_logger()
+        logger = logger or _logger
         source = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else "<state dict>"
-        state = self._read_checkpoint(str(checkpoint)) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
-        if prefix:
+        if prefix:  # select before any wrapper prefix is stripped: the prefix may be one of them
+            state = read_state_dict(checkpoint, strip_prefixes=())
             state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             if not state:
                 raise KeyError(f"no key of {source} starts with prefix {prefix!r}")
+        else:
+            state = read_state_dict(checkpoint)
         state = checkpoint_filter_fn(state, self)
         own = self.state_dict()
         mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
@@ -418,7 +368,9 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: KATDense
     """Convert a timm KAT/ViT (or SAM/ViTDet-layout) state dict to :class:`KATDense` keys and shapes.
 
     Drops the cls/dist/register tokens and the classifier (``head``, ``fc_norm``; ``norm`` too unless the model has
-    ``final_norm``), strips ``module.`` / ``backbone.`` wrappers, resizes the position embedding to the model's
+    ``final_norm``), unwraps the checkpoint (:func:`kat_backbones.checkpoint.unwrap_state_dict`: ``state_dict``
+    entries, ``module.`` / ``backbone.`` / ``model.`` prefixes), keeps only the ``backbone.`` part of a detector or
+    segmentor checkpoint, resizes the position embedding to the model's
     pre-training grid (keeping a cls slot), the patch-embedding kernel to the model's patch size, and relative-position
     tables to the model's lengths.
 
@@ -429,10 +381,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: KATDense
     Returns:
         dict[str, torch.Tensor]: Converted weights (keys the model doesn't have are kept, to be reported).
     """
-    state = dict(state_dict)
-    for wrapper in ("module.", "backbone."):
-        if state and all(k.startswith(wrapper) for k in state):
-            state = {k[len(wrapper) :]: v for k, v in state.items()}
+    state = unwrap_state_dict(state_dict)
     if "patch_embed.proj.weight" not in state and "backbone.patch_embed.proj.weight" in state:
         state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
 

@@ -31,9 +31,9 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
-from kat_backbones.layers import KAN, KanInit, kan_init_
-from kat_backbones.layers.karat import AttnType, vit_karat_attn_layer
+from kat_backbones.layers import KAN, kan_init_
 
+from .karat import AttnType, KArAtVisionTransformer
 from .pretrained import released_pretrained_cfgs, resolve_pretrained_file
 
 __all__ = ["KAT_ARCHS", "create_kat"]
@@ -43,7 +43,11 @@ KAT_ARCHS: dict[str, dict[str, int]] = {
     "small": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
     "base": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
 }
-"""ViT-Ti/S/B sizes of KAT-T/S/B."""
+"""ViT-Ti/S/B sizes of KAT-T/S/B: the one architecture table of the timm models and of the dense backbone
+(:class:`kat_backbones.models.dense.KATDense`, ``arch='tiny'`` ...). Keys are timm's VisionTransformer arguments."""
+
+_KAN_ARGS = ("act_init", "kan_init", "num_groups", "rational_order", "shared_numerator")
+"""Arguments of :func:`create_kat` that go to every :class:`~kat_backbones.layers.KAN` (their defaults are KAN's)."""
 
 
 def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
@@ -74,11 +78,6 @@ default_cfgs = generate_default_cfgs({
 def create_kat(
     variant: str,
     pretrained: bool = False,
-    act_init: str = "swish",
-    kan_init: KanInit = "variance_preserving",
-    num_groups: int = 8,
-    rational_order: tuple[int, int] = (5, 4),
-    shared_numerator: bool = True,
     attn_type: AttnType = "softmax",
     attn_cfg: Mapping[str, Any] | None = None,
     check_hash: bool | None = None,
@@ -91,12 +90,6 @@ def create_kat(
         pretrained: load the pretrained weights of the cfg: the released file is downloaded from its official
             location (or taken from timm's cache) and its SHA-256 checked (:mod:`kat_backbones.models.pretrained`);
             give a local file with ``pretrained_cfg_overlay=dict(file=...)``. Defaults to False.
-        act_init: initial function of every act2 (``'swish'``, ``'gelu'``, ...). Defaults to ``'swish'``.
-        kan_init: fc1/fc2 init, ``'variance_preserving'`` or ``'reference'``. Defaults to
-            ``'variance_preserving'``.
-        num_groups: rational groups per KAN layer. Defaults to 8.
-        rational_order: (m, n) of the rationals. Defaults to (5, 4).
-        shared_numerator: one numerator per rational (the released layout). Defaults to True.
         attn_type: ``'softmax'`` (timm's attention) or ``'fourier_karat'`` (Fourier-KArAt,
             :mod:`kat_backbones.layers.karat`; N = 197 at 224/16, fixed by ``img_size``). Defaults to ``'softmax'``.
         attn_cfg: Fourier-KArAt settings ``grid`` (3), ``rank`` (12), ``mode`` (``'blockwise'`` or
@@ -104,8 +97,11 @@ def create_kat(
             Defaults to None.
         check_hash: check a weights file's SHA-256 against the 64-hex string in its name. Defaults to None: on,
             unless the environment variable ``KAT_BACKBONES_CHECK_HASH=0``.
-        **kwargs: VisionTransformer arguments (``img_size``, ``drop_path_rate``, ``num_classes``, ...) and timm
-            builder arguments (``features_only``, ``out_indices``, ...).
+        **kwargs: :class:`~kat_backbones.layers.KAN` arguments for every block's MLP (``act_init``: initial function
+            of act2, ``'swish'``, ``'gelu'`` ...; ``kan_init``: ``'variance_preserving'`` or ``'reference'``;
+            ``num_groups``; ``rational_order``; ``shared_numerator``; defaults: KAN's), VisionTransformer arguments
+            (``img_size``, ``drop_path_rate``, ``num_classes``, ...) and timm builder arguments (``features_only``,
+            ``out_indices``, ...).
     """
     out_indices = kwargs.pop("out_indices", 3)
     # build-time validation (docs/reliability.md): timm would silently drop the border pixels
@@ -116,32 +112,22 @@ def create_kat(
         raise ValueError(
             f"img_size {img_size} must be divisible by patch_size {patch_size} (or pass dynamic_img_pad=True)"
         )
-    # --- Fourier-KArAt (kat_backbones.layers.karat) -------------------------------------------------------------
-    if attn_type == "fourier_karat":
-        kwargs["attn_layer"] = vit_karat_attn_layer(
-            attn_cfg, kwargs["num_heads"], img_size=kwargs.get("img_size", 224),
-            patch_size=kwargs.get("patch_size", 16),
-            num_prefix_tokens=int(kwargs.get("class_token", True)) + int(kwargs.get("reg_tokens", 0)),
-            dynamic_img_size=kwargs.get("dynamic_img_size", False),
-        )
-    elif attn_type != "softmax" or attn_cfg:
+    if attn_type == "fourier_karat":  # Fourier-KArAt in every block (kat_backbones.models.karat)
+        model_cls, kwargs["attn_cfg"] = KArAtVisionTransformer, attn_cfg
+    elif attn_type == "softmax" and not attn_cfg:
+        model_cls = VisionTransformer
+    else:
         raise ValueError(f"attn_type must be 'softmax' (without attn_cfg) or 'fourier_karat', got {attn_type!r}")
-    # -------------------------------------------------------------------------------------------------------------
     if pretrained:  # fetch + verify the released file here; timm's own pretrained path then loads it as a file
         overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
         cfg = resolve_pretrained_cfg(variant, kwargs.get("pretrained_cfg"), dict(overlay)).to_dict()
         file = resolve_pretrained_file(cfg, cache_dir=kwargs.get("cache_dir"), check_hash=check_hash)
         if file is not None:
             kwargs["pretrained_cfg_overlay"] = {**overlay, "file": file}
-    kwargs.setdefault(
-        "mlp_layer",
-        partial(
-            KAN, act_init=act_init, kan_init=kan_init, num_groups=num_groups, rational_order=rational_order,
-            shared_numerator=shared_numerator,
-        ),
-    )
+    kan_kwargs = {k: kwargs.pop(k) for k in _KAN_ARGS if k in kwargs}
+    kwargs.setdefault("mlp_layer", partial(KAN, **kan_kwargs))
     model = build_model_with_cfg(
-        VisionTransformer,
+        model_cls,
         variant,
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,

@@ -1,4 +1,4 @@
-# KAT ImageNet-1k recipe (SPEC §3, the reference implementation's timm recipe) through mmengine's Runner:
+# KAT ImageNet-1k recipe (the KAT paper's, i.e. its reference implementation's timm recipe) through mmengine's Runner:
 # 300 epochs, global batch 1024 (8 GPUs x 128), AdamW lr 1e-3 wd 0.05, 5 linear warm-up epochs from lr 1e-5 then
 # cosine to 1e-5, RandAugment rand-m9-mstd0.5-inc1, mixup 0.8 / cutmix 1.0, label smoothing 0.1, random erasing
 # 0.25, AMP, EMA 0.9999, bicubic, eval crop_pct 0.875. Data: data/imagenet/{train,val}/<class>/*.JPEG.
@@ -7,11 +7,11 @@
 #   tools/dist_train.sh configs/imagenet/kat_t_in1k.py 8                      (8 GPUs x 128 = the reference batch)
 #   tools/dist_train.sh configs/imagenet/kat_t_in1k.py 4 --auto-scale-lr      (other totals: lr x total / 1024)
 #
-# Choices SPEC §3 leaves open (stated here): cosine floor eta_min 1e-5 (DeiT's min-lr), schedules stepped per
-# iteration, random erasing in timm train.py's default 'pixel' mode, weight decay as timm's optimizer factory (no decay
-# on 1-D tensors: biases and norms, nor on pos_embed / cls_token; the 2-D rational coefficients ARE decayed, as in the
-# reference), KAN init 'variance_preserving' (the paper's S3; kan_init='reference' is the trunc_normal(0.02) init the
-# released checkpoints were trained with). EMA: mmengine's momentum is the weight of the NEW value, so timm's decay
+# Choices the published recipe leaves open (stated here): cosine floor eta_min 1e-5 (DeiT's min-lr), schedules stepped
+# per iteration, random erasing in timm train.py's default 'pixel' mode, weight decay as timm's optimizer factory (no
+# decay on 1-D tensors: biases and norms, nor on pos_embed / cls_token; the 2-D rational coefficients ARE decayed, as in
+# the reference), KAN init 'variance_preserving' (the paper's S3; kan_init='reference' is the trunc_normal(0.02) init
+# the released checkpoints were trained with). EMA: mmengine's momentum is the weight of the NEW value, so timm's decay
 # 0.9999 is momentum 1e-4; validation and the best checkpoint use the EMA weights.
 default_scope = 'kat_backbones'
 custom_imports = dict(imports=['kat_backbones'], allow_failed_imports=False)

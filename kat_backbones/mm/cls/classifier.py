@@ -20,7 +20,8 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 
-from kat_backbones.convert import load_kat_weights, load_state_dict_file
+from kat_backbones.checkpoint import read_state_dict
+from kat_backbones.convert import load_kat_weights
 
 from ..registry import MODELS
 
@@ -125,10 +126,8 @@ class TimmClassifier(BaseModel):
     def load_checkpoint(self, path: str) -> None:
         """Load a KAT or ViT/DeiT state dict file into the timm model (see ``checkpoint``)."""
         logger = MMLogger.get_current_instance()
-        state = load_state_dict_file(path)
+        state = read_state_dict(path)  # weights saved from a TimmClassifier lose their 'model.' prefix there
         target = self.model.state_dict()
-        if state and all(k.startswith("model.") for k in state) and not any(k.startswith("model.") for k in target):
-            state = {k[len("model."):]: v for k, v in state.items()}  # weights saved from a TimmClassifier
         head = getattr(self.model, "pretrained_cfg", {}).get("classifier", "head")
         heads = (head,) if isinstance(head, str) else tuple(head)
         reset = [

@@ -31,6 +31,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from kat_backbones.apps.demo_data import to_uint8
+
 __all__ = ["DEMO_CLASSES", "COCO_SUBDIR", "make_coco_demo", "render_sample"]
 
 #: Category names; COCO ids are 1, 2, 3 in this order.
@@ -41,10 +43,6 @@ COCO_SUBDIR = Path("coco_demo")
 
 _SPLITS = ("train2017", "val2017")
 _CIRCLE_VERTICES = 32
-
-
-def _clip_u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(x, 0, 255).astype(np.uint8)
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -142,7 +140,7 @@ def render_sample(
                 area=_polygon_area(poly),
             )
         )
-    return _clip_u8(img), instances
+    return to_uint8(img), instances
 
 
 def make_coco_demo(

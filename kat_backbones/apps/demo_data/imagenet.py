@@ -43,6 +43,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from kat_backbones.apps.demo_data import to_uint8
+
 __all__ = ["CLASSES", "HUES", "IMAGENET_DEMO_SUBDIR", "make_imagenet_demo", "render_sample"]
 
 #: All class names, in the order of the table above (the dataset's class indices follow the sorted folder names).
@@ -55,10 +57,6 @@ HUES: tuple[float, ...] = (0.0, 0.33, 0.62, 0.15, 0.83, 0.5, 0.07, 0.74)
 IMAGENET_DEMO_SUBDIR = Path("imagenet_demo")
 
 _MaskFn = Callable[[np.random.Generator, np.ndarray, np.ndarray], np.ndarray]
-
-
-def _clip_u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(x, 0, 255).astype(np.uint8)
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -145,7 +143,7 @@ def render_sample(rng: np.random.Generator, label: int, size: tuple[int, int]) -
     colour = 255 * np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.65, 1.0), rng.uniform(0.7, 1.0)))
     mask = _SHAPES[label](rng, yy, xx)
     img[mask] = colour + rng.normal(0, 6, size=(int(mask.sum()), 3))
-    return _clip_u8(img)
+    return to_uint8(img)
 
 
 def make_imagenet_demo(

@@ -42,6 +42,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from kat_backbones.apps.demo_data import to_uint8
+
 __all__ = ["DEMO_CLASSES", "ADE_SUBDIR", "make_ade_demo", "render_sample"]
 
 #: The ADE20K classes (in ADE order, label values 1..5 in the PNGs) the demo images contain.
@@ -51,10 +53,6 @@ DEMO_CLASSES: tuple[str, ...] = ("wall", "building", "sky", "floor", "tree")
 ADE_SUBDIR = Path("ade") / "ADEChallengeData2016"
 
 _SPLITS = (("training", "ADE_train"), ("validation", "ADE_val"))
-
-
-def _clip_u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(x, 0, 255).astype(np.uint8)
 
 
 def _wall(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
@@ -179,7 +177,7 @@ def render_sample(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.n
         y0, x0 = int(rng.integers(0, h - ph)), int(rng.integers(0, w - pw))
         img[y0 : y0 + ph, x0 : x0 + pw] = rng.uniform(0, 255, size=(ph, pw, 3))
         label[y0 : y0 + ph, x0 : x0 + pw] = 0
-    return _clip_u8(img), label
+    return to_uint8(img), label
 
 
 def make_ade_demo(

@@ -1,8 +1,5 @@
-"""Helpers shared by the plotting tools (``tools/plot_rationals.py``, ``tools/visualize.py``, ``tools/plot_curves.py``).
+"""Helpers shared by the plotting tools (``tools/plot_rationals.py``, ``tools/plot_curves.py``).
 
-- Checkpoint reading with ``torch.load(weights_only=True)`` only (:func:`load_checkpoint_file`): mmengine Runner
-  checkpoints pickle a ``HistoryBuffer`` (message hub) and numpy objects, read through the allow-list of
-  :mod:`kat_backbones.mm.checkpoint`.
 - The rationals of a state dict (:func:`find_rationals`) and their values on a grid through THE formula
   (:func:`kat_backbones.ops.rational_1d`), next to the function they were initialised as (:func:`init_curve`).
 - Figures of a fixed pixel size (:func:`new_figure`, :func:`save_figure`), so tests can check what a tool wrote.
@@ -18,14 +15,13 @@ from dataclasses import dataclass
 
 import torch
 
-from kat_backbones.convert import unwrap_state_dict
+from kat_backbones.checkpoint import unwrap_state_dict
 from kat_backbones.layers.rational_init import INIT_ALIASES, get_rational_init
 from kat_backbones.ops import rational_1d
 
 __all__ = [
     "DPI",
     "RationalEntry",
-    "load_checkpoint_file",
     "find_rationals",
     "parse_index_list",
     "init_curve",
@@ -36,30 +32,6 @@ __all__ = [
 
 DPI = 100
 """Resolution of every figure the tools save: a figure of W x H inches is a PNG of (W x DPI) x (H x DPI) pixels."""
-
-# --------------------------------------------------------------------------------------------------------------------
-# checkpoints
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def load_checkpoint_file(path: str | os.PathLike) -> dict:
-    """Reads a checkpoint on CPU with ``torch.load(weights_only=True)`` (never ``weights_only=False``).
-
-    A state dict, a ``{'state_dict': ..., 'meta': ...}`` checkpoint, or an mmengine Runner checkpoint: its message hub
-    (``HistoryBuffer``, numpy arrays) is read through the allow-list of :mod:`kat_backbones.mm.checkpoint`
-    (:func:`~kat_backbones.mm.checkpoint.safe_torch_load`). A ``.safetensors`` file is returned as a dict of tensors.
-    """
-    path = os.fspath(path)
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return dict(load_file(path, device="cpu"))
-    try:
-        from kat_backbones.mm.checkpoint import safe_torch_load
-    except ImportError:  # no OpenMMLab stack: plain state dicts only
-        return torch.load(path, map_location="cpu", weights_only=True)
-    return safe_torch_load(path, map_location="cpu")
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # rationals
