@@ -25,13 +25,14 @@ n' (highest j with b_j != 0), s = 1/|x| and t = 1/x:
     F  = sign(x)^m' |x|^(m'-n') Ha / Hb
 
 This module holds :func:`group_rational_reference` (the fallback when ``kat_backbones._C`` is missing: an autograd
-Function with the kernels' gradients), :func:`group_rational_decomposed` (forward only, standard tensor ops with no
-data-dependent control flow: what ONNX export records) and :func:`rational_1d` (direct evaluation of one
-coefficient set for moderate |x|: plots, fits, moments).
+Function with the kernels' gradients, both evaluations), :func:`group_rational_decomposed` (forward only, direct
+evaluation in standard tensor ops: what ONNX export records) and :func:`rational_1d` (direct evaluation of one
+coefficient set for moderate |x|, autograd-differentiable: plots, fits, moments).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -89,15 +90,31 @@ class _Terms:
         groups, n = denominator.shape
         m = numerator.shape[1] - 1
         self.m, self.n = m, n
-        shape = (groups,) + (1,) * (ndim - gdim - 1)
-        num = numerator.expand(groups, m + 1)
-        self.a = [num[:, i].reshape(shape) for i in range(m + 1)]
-        self.babs = [denominator[:, j].abs().reshape(shape) for j in range(n)]
-        # Effective orders m', n': highest index with a nonzero coefficient (0 if none).
-        idx = torch.arange(max(m + 1, n + 1), device=numerator.device)
-        self.me = torch.where(num != 0, idx[: m + 1], 0).amax(1).reshape(shape)
-        self.ne = (torch.where(denominator != 0, idx[1 : n + 1], 0).amax(1) if n else torch.zeros_like(
-            self.me.reshape(-1))).reshape(shape)
+        self.shape = (groups,) + (1,) * (ndim - gdim - 1)
+        self.num = numerator.expand(groups, m + 1)
+        self.den_abs = denominator.abs()
+        self.a = self._cols(self.num)
+        self.babs = self._cols(self.den_abs)
+
+    def _cols(self, table: torch.Tensor) -> list[torch.Tensor]:
+        return [table[:, k].reshape(self.shape) for k in range(table.shape[1])]
+
+    def _order(self, table: torch.Tensor, first: int) -> torch.Tensor:
+        """Per group, the highest index (the first column counting as ``first``) with a nonzero entry, 0 if none."""
+        if table.shape[1] == 0:
+            return torch.zeros(self.shape, dtype=torch.long, device=table.device)
+        idx = torch.arange(first, first + table.shape[1], device=table.device)
+        return torch.where(table != 0, idx, 0).amax(1).reshape(self.shape)
+
+    @functools.cached_property
+    def me(self) -> torch.Tensor:
+        """Effective numerator order m': highest i with a_i != 0 (0 if none), per group."""
+        return self._order(self.num, 0)
+
+    @functools.cached_property
+    def ne(self) -> torch.Tensor:
+        """Effective denominator order n': highest j with b_j != 0 (0 if none), per group."""
+        return self._order(self.den_abs, 1)
 
 
 def _pow_abs(v: torch.Tensor, d: torch.Tensor, ax: torch.Tensor, s: torch.Tensor, steps: int) -> torch.Tensor:
@@ -229,8 +246,10 @@ def _backward(g: torch.Tensor, x: torch.Tensor, terms: _Terms, gdim: int, both_p
         ca = [torch.where(large, u, v) for u, v in zip(ca_l, ca)]
         cb = [torch.where(large, u, v) for u, v in zip(cb_l, cb)]
     dims = [d for d in range(x.dim()) if d != gdim]
-    dnum = torch.stack([c.sum(dims) for c in ca], 1)
-    dden = torch.stack([c.sum(dims) for c in cb], 1) if n else x.new_zeros(terms.me.numel(), 0)
+    # Sums in float64, like the kernels' partial sums (many elements: float32 sums would lose digits).
+    dnum = torch.stack([c.sum(dims, dtype=torch.float64) for c in ca], 1).to(x.dtype)
+    dden = torch.stack([c.sum(dims, dtype=torch.float64) for c in cb], 1).to(x.dtype) if n else x.new_zeros(
+        terms.den_abs.shape)
     return dx, dnum, dden
 
 
@@ -298,10 +317,16 @@ def group_rational_reference(
 def group_rational_decomposed(
     x: torch.Tensor, numerator: torch.Tensor, denominator: torch.Tensor, *, channel_dim: int = -1
 ) -> torch.Tensor:
-    """Forward of the op in standard tensor operations (abs, mul, add, div, where, comparisons), both evaluation paths
-    recorded and selected per element: what ONNX export records (no custom op, no data-dependent control flow).
-    float16/bfloat16 are computed in float32 like the kernels. Not meant for training (use
-    :func:`group_rational_reference`)."""
+    """Forward of the op as direct Horner evaluation in standard tensor operations (abs, mul, add, div): what ONNX
+    export records, so that the graph holds no custom operator and runs in any ONNX runtime.
+
+    float16/bfloat16 are computed in float32 like the kernels. It equals the op wherever |x| is below the op's
+    large-|x| threshold (:func:`large_x_threshold`, 4096 in float32 for orders (5, 4)) and agrees to rounding up to
+    the overflow of |x|^max(m, n) (float32, orders (5, 4): |x| ~ 1e7..1e8). Beyond, where the op switches to its
+    evaluation in 1/x, this direct form gives inf/NaN: recording both paths and a per-element select would more than
+    double the rational's share of the graph and of the runtime's work for inputs no trained model produces. Not for
+    training (no gradient convention; use :func:`group_rational_reference`).
+    """
     xg, num, den, dim = _grouped(x, numerator, denominator, channel_dim, True)
-    y = _forward(xg, _Terms(num, den, dim, xg.dim()), both_paths=True)
-    return y.flatten(dim, dim + 1).to(x.dtype)
+    p, q, _ = _direct(xg, _Terms(num, den, dim, xg.dim()))
+    return (p / q).flatten(dim, dim + 1).to(x.dtype)
