@@ -32,7 +32,6 @@ coefficient set for moderate |x|, autograd-differentiable: plots, fits, moments)
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
@@ -95,6 +94,8 @@ class _Terms:
         self.den_abs = denominator.abs()
         self.a = self._cols(self.num)
         self.babs = self._cols(self.den_abs)
+        self._me: torch.Tensor | None = None
+        self._ne: torch.Tensor | None = None
 
     def _cols(self, table: torch.Tensor) -> list[torch.Tensor]:
         return [table[:, k].reshape(self.shape) for k in range(table.shape[1])]
@@ -106,15 +107,21 @@ class _Terms:
         idx = torch.arange(first, first + table.shape[1], device=table.device)
         return torch.where(table != 0, idx, 0).amax(1).reshape(self.shape)
 
-    @functools.cached_property
+    # Computed on first use only (the direct evaluation never needs them); plain attributes rather than
+    # functools.cached_property, whose lock torch.compile cannot trace.
+    @property
     def me(self) -> torch.Tensor:
         """Effective numerator order m': highest i with a_i != 0 (0 if none), per group."""
-        return self._order(self.num, 0)
+        if self._me is None:
+            self._me = self._order(self.num, 0)
+        return self._me
 
-    @functools.cached_property
+    @property
     def ne(self) -> torch.Tensor:
         """Effective denominator order n': highest j with b_j != 0 (0 if none), per group."""
-        return self._order(self.den_abs, 1)
+        if self._ne is None:
+            self._ne = self._order(self.den_abs, 1)
+        return self._ne
 
 
 def _pow_abs(v: torch.Tensor, d: torch.Tensor, ax: torch.Tensor, s: torch.Tensor, steps: int) -> torch.Tensor:
