@@ -43,7 +43,8 @@ def _runner(tmp_path, launcher: str) -> Runner:
         default_hooks=dict(checkpoint=None),
         launcher=launcher,
         # CPU DDP: no device_ids (what tools/train.py's init_cpu_distributed sets)
-        cfg=dict(model_wrapper_cfg=dict(type="MMDistributedDataParallel", device_ids=None)) if launcher != "none" else None,
+        cfg=None if launcher == "none" else dict(
+            model_wrapper_cfg=dict(type="MMDistributedDataParallel", device_ids=None)),
         env_cfg=dict(dist_cfg=dict(backend="gloo")),
         default_scope="mmengine",
     )

@@ -54,7 +54,8 @@ def _dataset(n=32):
 def _runner(tmp_path, model, amp: bool, max_iters: int, hook: dict, loss_scale="dynamic"):
     optim = dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=0.01))
     if amp:
-        optim = dict(type="AmpOptimWrapper", loss_scale=loss_scale, dtype="bfloat16", optimizer=dict(type="SGD", lr=0.01))
+        optim = dict(
+            type="AmpOptimWrapper", loss_scale=loss_scale, dtype="bfloat16", optimizer=dict(type="SGD", lr=0.01))
     return Runner(
         model=model,
         work_dir=str(tmp_path),
@@ -114,7 +115,8 @@ def test_amp_skipped_step_leaves_weights_unchanged(tmp_path, cpu_amp):
 def test_amp_stops_after_max_consecutive(tmp_path, cpu_amp):
     model = _Regressor(nan_iters=(2, 4, 5, 6))
     runner = _runner(tmp_path, model, amp=True, max_iters=10, hook=dict(max_consecutive=3))
-    with pytest.raises(NonFiniteLossError, match=r"at iteration 6: 3 consecutive iterations .*max_consecutive=3") as err:
+    message = r"at iteration 6: 3 consecutive iterations .*max_consecutive=3"
+    with pytest.raises(NonFiniteLossError, match=message) as err:
         runner.train()
     assert err.value.iteration == 6 and err.value.values == {"loss": pytest.approx(float("nan"), nan_ok=True)}
     assert _hook(runner).total == 4

@@ -201,7 +201,10 @@ def recipe_diff(config: str) -> dict[str, tuple[Any, Any]]:
     """``{field: (published, ours)}`` for every field that differs (``ABSENT`` where a side lacks it)."""
     ours, ref = resolved(config), resolved(REFERENCES[HEADLINE[config]])
     a, b = run_fields(ref), run_fields(ours)
-    diff = {k: (a.get(k, ABSENT), b.get(k, ABSENT)) for k in sorted(a.keys() | b.keys()) if a.get(k, ABSENT) != b.get(k, ABSENT)}
+    diff = {
+        k: (a.get(k, ABSENT), b.get(k, ABSENT)) for k in sorted(a.keys() | b.keys())
+        if a.get(k, ABSENT) != b.get(k, ABSENT)
+    }
     va, vb = backbone_view(ref), backbone_view(ours)
     diff.update({f"model.backbone[{k}]": (va[k], vb[k]) for k in va if va[k] != vb[k]})
     return diff

@@ -1,6 +1,7 @@
 # Reference for tests/test_recipes.py: the published ViTDet Mask R-CNN ViT-B (MAE) recipe of mmdet 3.x, i.e.
 #   https://github.com/open-mmlab/mmdetection/blob/main/projects/ViTDet/configs/vitdet_mask-rcnn_vit-b-mae_lsj-100e.py
-#   over projects/ViTDet/configs/lsj-100e_coco-instance.py   (both as stored at commit 394f7580b6649d8c8a23eebc525196c51a37ddcc)
+#   over projects/ViTDet/configs/lsj-100e_coco-instance.py
+#   (both as stored at commit 394f7580b6649d8c8a23eebc525196c51a37ddcc)
 # mmdet's projects/ folder is not in the mmdet wheel, so the two files' values are restated here over the bases the
 # wheel does ship (the same `mmdet::` files the published configs inherit). Values only; nothing here is run.
 _base_ = [

@@ -100,7 +100,8 @@ optim_wrapper = dict(
     constructor='kat_backbones.LayerDecayOptimizerConstructor',
     # lr x 0.7 ** (13 - layer): blocks.i is layer i + 1, patch/pos embedding layer 0, neck and heads 13 (x1).
     # ViTDet's weight-decay rules: wd 0 only for the backbone's norms and pos_embed; biases, neck/RoI-head LN2d,
-    # rel_pos_h/w and the GR-KAN rational coefficients are decayed (the project's former rules: kat_b_maskrcnn_wd-ours.py)
+    # rel_pos_h/w and the GR-KAN rational coefficients are decayed (the project's former rules as an ablation:
+    # kat_b_maskrcnn_projectwd.py)
     paramwise_cfg=dict(
         decay_rate=0.7, decay_type='layer_wise', num_layers=12,
         norm_decay_scope='backbone', bias_decay_mult=1.0, rel_pos_decay_mult=1.0, rational_decay_mult=1.0),

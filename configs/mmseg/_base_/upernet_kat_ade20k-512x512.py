@@ -4,7 +4,8 @@
 # Everything not set here comes from the same mmseg bases as that config (model: upernet_mae.py, i.e. Feature2Pyramid
 # + UPerHead + auxiliary FCNHead; data: ade20k.py; runtime; 160k schedule). Field by field equal to it except the
 # fields listed with their reasons in docs/recipes.md (checked by tests/test_recipes.py). kat_b_upernet.py and
-# vit_b_upernet.py use this base; the T/S configs follow mmseg's DeiT-S recipe (_base_/upernet_kat-deit_ade20k-512x512.py).
+# vit_b_upernet.py use this base; the T/S configs follow mmseg's DeiT-S recipe
+# (_base_/upernet_kat-deit_ade20k-512x512.py).
 #
 # Data (see docs/segmentation.md): ADEChallengeData2016 unpacked under data/ade/:
 #   data/ade/ADEChallengeData2016/images/{training,validation}/*.jpg
