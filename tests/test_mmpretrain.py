@@ -38,7 +38,8 @@ def test_configs_are_the_official_recipe(size, name, drop_path):
     assert cfg.default_scope == "mmpretrain"
     assert cfg.custom_imports.imports == ["kat_backbones", "kat_backbones.mm.mmpretrain_timm"]
     model = cfg.model
-    assert model.type == "kat_backbones.MMPretrainTimmClassifier" and model.model_name == f"kat_{name}_swish_patch16_224"
+    assert model.type == "kat_backbones.MMPretrainTimmClassifier"
+    assert model.model_name == f"kat_{name}_swish_patch16_224"
     assert model.drop_path_rate == drop_path and model.num_classes == 1000
     assert model.loss == dict(type="LabelSmoothLoss", label_smooth_val=0.1, mode="original")
     assert model.train_cfg.augments == [dict(type="Mixup", alpha=0.8), dict(type="CutMix", alpha=1.0)]
