@@ -239,7 +239,7 @@ def test_ablate_three_demo_configs(cls_demo_data, tmp_path):
     assert [r["name"] for r in rows] == ["baseline", "mixer_mlp", "attn_karat_blockwise"]
     for row in rows:
         assert row["status"] == "done" and row["metric"] == "accuracy/top1"
-        assert 0.0 <= float(row["value"]) <= 100.0 and float(row["accuracy/top5"]) == 100.0
+        assert 0.0 <= float(row["value"]) <= float(row["accuracy/top2"]) <= 100.0
         assert float(row["sec_per_iter"]) > 0 and float(row["gflops_paper"]) > 0
     params = {r["name"]: int(r["params"]) for r in rows}
     assert params["attn_karat_blockwise"] - params["baseline"] == 12 * 3 * 12 * 5 * 7  # blocks h r N (2G + 1)

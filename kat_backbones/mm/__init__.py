@@ -5,7 +5,8 @@ Imported by ``import kat_backbones`` when mmengine is installed; configs name th
 ``kat_backbones.LayerDecayOptimizerConstructor``, ``kat_backbones.Fp16CompressionHook``.
 """
 
-# cls: TimmClassifier, ImageFolderDataset, TimmTransform, Accuracy; checkpoint: safe loading of mmengine checkpoints
+# cls: TimmClassifier, ImageFolderDataset, TimmTransform (metric: mmpretrain's Accuracy);
+# checkpoint: safe loading of mmengine checkpoints
 # (weights_only allow-list); hooks: NonFiniteLossHook, RNGStateHook
 from . import checkpoint, cls, hooks, registry  # noqa: F401
 from .backbone import KATBackbone
