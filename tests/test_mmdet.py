@@ -7,7 +7,7 @@ Everything runs on CPU with tiny inputs (96-256 px images, one image per batch, 
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import socket
@@ -31,7 +31,7 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import kat_backbones.mm as kat_mm  # noqa: E402
-from kat_backbones.demo_data.coco import DEMO_CLASSES, make_coco_demo  # noqa: E402
+from kat_backbones.apps.demo_data.coco import DEMO_CLASSES, make_coco_demo  # noqa: E402
 from kat_backbones.models.dense import KATDense  # noqa: E402
 from tests.mm_utils import (  # noqa: E402, F401  (fixtures: coco_demo, single_thread)
     DET_CONFIG_DIR,
@@ -40,6 +40,8 @@ from tests.mm_utils import (  # noqa: E402, F401  (fixtures: coco_demo, single_t
     shrink_det_cfg,
     single_thread_fixture,
 )
+from tools import get_flops, make_demo_data  # noqa: E402
+from tools import test as tools_test  # noqa: E402
 
 CONFIGS = sorted(p.name for p in DET_CONFIG_DIR.glob("*.py"))
 EMBED = {"t": 192, "s": 384, "b": 768}
@@ -64,13 +66,6 @@ def sub_env() -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"kat_tools_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -277,7 +272,8 @@ def test_config_builds(name):
 
 
 def test_base_recipe():
-    """The ViTDet LSJ-1024 recipe as configured in the full configs (field by field: tests/test_recipes.py)."""
+    """The ViTDet LSJ-1024 recipe (mmdet projects/ViTDet) as configured in the full configs (field by field:
+    tests/test_recipes.py)."""
     cfg = load_cfg("kat_b_maskrcnn.py")
     assert cfg.model.backbone.img_size == (1024, 1024) and cfg.model.backbone.drop_path_rate == 0.1
     assert cfg.model.backbone.window_size == 14 and tuple(cfg.model.backbone.global_blocks) == (2, 5, 8, 11)
@@ -368,7 +364,7 @@ def test_downstream_config_outside_repo(tmp_path):
 
 def test_get_flops_detector_config(capsys):
     """tools/get_flops.py CONFIG prints the parameters of backbone, neck, heads and the total."""
-    assert load_tool("get_flops").main([str(DET_CONFIG_DIR / "kat_t_maskrcnn.py"), "--shape", "128"]) == 0
+    assert get_flops.main([str(DET_CONFIG_DIR / "kat_t_maskrcnn.py"), "--shape", "128"]) == 0
     out = capsys.readouterr().out
     params = next(line for line in out.splitlines() if line.startswith("params: backbone"))
     for part in ("backbone 5.62 M", "neck 2.66 M", "rpn_head 1.18 M", "roi_head 18.26 M", "total 27.73 M"):
@@ -408,8 +404,7 @@ def test_make_coco_demo(tmp_path):
         if inner.any():
             assert np.median(sat[inner]) > 100
     # the CLI dispatches per task
-    make_demo = load_tool("make_demo_data")
-    assert make_demo.main(["--out", str(tmp_path / "c"), "--task", "coco", "--num-train", "1", "--num-val", "1",
+    assert make_demo_data.main(["--out", str(tmp_path / "c"), "--task", "coco", "--num-train", "1", "--num-val", "1",
                            "--size", "64"]) == 0
     assert len(json.loads((tmp_path / "c/coco_demo/annotations/instances_val2017.json").read_text())["images"]) == 1
 
@@ -456,8 +451,7 @@ def test_demo_runner_train_eval_and_test_tool(coco_demo, tmp_path):
     cfg_file = tmp_path / "demo_cfg.py"
     cfg.dump(str(cfg_file))
     out = tmp_path / "preds.pkl"
-    test_tool = load_tool("test")
-    test_tool.main([str(cfg_file), str(ckpt), "--work-dir", str(tmp_path / "test_work"), "--out", str(out), "--cpu"])
+    tools_test.main([str(cfg_file), str(ckpt), "--work-dir", str(tmp_path / "test_work"), "--out", str(out), "--cpu"])
     assert out.stat().st_size > 0
     logs = list((tmp_path / "test_work").glob("*/*.log"))
     assert logs and "coco/segm_mAP" in logs[0].read_text()

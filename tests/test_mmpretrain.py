@@ -16,7 +16,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import kat_backbones  # noqa: E402, F401  (registers the KAT models in timm)
-from kat_backbones.demo_data.imagenet import make_imagenet_demo  # noqa: E402
+from kat_backbones.apps.demo_data.imagenet import make_imagenet_demo  # noqa: E402
 from kat_backbones.mm import KATBackbone  # noqa: E402
 from tests.mm_utils import single_thread_fixture  # noqa: E402, F401  (fixture: single_thread)
 

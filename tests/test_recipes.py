@@ -28,7 +28,8 @@ pytest.importorskip("mmseg")
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
-from kat_backbones.models.dense import ARCH_SETTINGS, KATDense  # noqa: E402
+from kat_backbones.models import KAT_ARCHS  # noqa: E402
+from kat_backbones.models.dense import KATDense  # noqa: E402
 from tests.mm_utils import single_thread_fixture  # noqa: E402, F401  (fixture: single_thread)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -149,11 +150,11 @@ def backbone_view(cfg: Config) -> dict[str, Any]:
     kind = bb["type"].rsplit(".", 1)[-1]
     if kind == "KATBackbone":
         args = {**_signature_defaults(KATDense), **bb}
-        arch = ARCH_SETTINGS[args["arch"]]
+        arch = KAT_ARCHS[args["arch"]]
         depth = arch["depth"]
         global_all = args["window_size"] == 0 or set(range(depth)) <= set(args["global_blocks"])
         return dict(
-            embed_dims=arch["embed_dims"], depth=depth, num_heads=arch["num_heads"],
+            embed_dims=arch["embed_dim"], depth=depth, num_heads=arch["num_heads"],
             img_size=_tuple2(args["img_size"]), patch_size=args["patch_size"], mlp_ratio=float(args["mlp_ratio"]),
             attn_bias="qkv" if args["qkv_bias"] else "none", drop_path_rate=args["drop_path_rate"],
             attention="global" if global_all else
