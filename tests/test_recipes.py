@@ -367,3 +367,14 @@ def test_published_vit_norm_key_matches_no_parameter():
     assert not [n for n, _ in vit.named_parameters() if "norm" in n]
     kat = KATDense("tiny", img_size=32, window_size=0, global_blocks=(), out_indices=(11,), use_rel_pos=False)
     assert {n for n, _ in kat.named_parameters() if "norm" in n} >= {"blocks.0.norm1.weight", "blocks.0.norm2.bias"}
+
+
+def test_constructor_rejects_unknown_norm_decay_scope():
+    from kat_backbones.mm import LayerDecayOptimizerConstructor
+
+    constructor = LayerDecayOptimizerConstructor(
+        dict(type="OptimWrapper", optimizer=dict(type="AdamW", lr=1e-3, weight_decay=0.1)),
+        dict(num_layers=12, norm_decay_scope="neck"))
+    backbone = KATDense("tiny", img_size=32, window_size=0, global_blocks=(), out_indices=(11,), use_rel_pos=False)
+    with pytest.raises(ValueError, match="norm_decay_scope must be 'all' or 'backbone', got 'neck'"):
+        constructor(backbone)
