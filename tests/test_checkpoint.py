@@ -57,7 +57,7 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="not a registered timm model"):
         read_state_dict("timm:no_such_model_anywhere")
     with pytest.raises(ValueError, match="no pretrained weights"):
-        read_state_dict("timm:kat_tiny_patch16_224")  # registered, but no released weights in its cfg
+        read_state_dict("timm:kat_tiny_swish_patch16_224")  # registered, but no released weights in its cfg
     with pytest.raises(TypeError, match="source must be a path"):
         read_state_dict(3)
     bad = tmp_path / "bad.safetensors"

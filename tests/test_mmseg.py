@@ -170,8 +170,11 @@ def test_config_builds(name):
         assert cfg.train_dataloader.batch_size == 2
         assert cfg.train_cfg.max_iters == (160000 if mae_layout else 80000)
         assert cfg.train_dataloader.dataset.data_root == "data/ade/ADEChallengeData2016"
-        weights = "deit" if name.startswith("vit") else "kat"
-        assert bb.init_cfg.type == "Pretrained" and bb.init_cfg.checkpoint.startswith(f"pretrain/{weights}_")
+        size = {"t": "tiny", "s": "small", "b": "base"}[name.split("_")[1]]
+        weights = f"timm:kat_{size}_patch16_224.in1k"  # the released weights, by name
+        if name.startswith("vit"):
+            weights = f"pretrain/deit_{size}_patch16_224.pth"
+        assert bb.init_cfg.type == "Pretrained" and bb.init_cfg.checkpoint == weights
         bb.init_cfg = None  # no ImageNet checkpoint in the test environment
         changes = convert_cfg_for_cpu(copy.deepcopy(cfg))  # what tools/train.py does without a GPU
         assert ("optim_wrapper.type: AmpOptimWrapper -> OptimWrapper" in changes) == mae_layout

@@ -3,8 +3,8 @@
 #
 # Creates .venv/ in the repo root and installs, with the versions pinned in constraints.txt:
 #   torch + torchvision, timm, mmengine, mmcv (built from source WITH ops, wheel cached outside the repo),
-#   mmdet, mmsegmentation (+ ftfy, regex), mmpretrain (+ model-index), pycocotools, ninja, pytest, ruff, then this
-#   package (editable, compiling kat_backbones._C).
+#   mmdet, mmsegmentation (+ ftfy, regex), mmpretrain (+ model-index), pycocotools, ninja, onnx + onnxscript +
+#   onnxruntime (export), pytest, ruff, then this package (editable, compiling kat_backbones._C).
 #
 # Environment knobs:
 #   KAT_USE_CURRENT_ENV=1  install into the current Python environment instead of .venv/ and skip the torch and

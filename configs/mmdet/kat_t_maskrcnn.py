@@ -5,5 +5,5 @@ embed_dim = 192
 model = dict(
     backbone=dict(
         arch='tiny', drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/kat_tiny_swish_patch16_224.pth')),
+        init_cfg=dict(type='Pretrained', checkpoint='timm:kat_tiny_patch16_224.in1k')),
     neck=dict(backbone_channel=embed_dim, in_channels=[embed_dim // 4, embed_dim // 2, embed_dim, embed_dim]))

@@ -2,7 +2,7 @@
 # mmseg's MAE-B recipe (UPerHead 768 wide, layer decay 0.65).
 _base_ = './_base_/upernet_kat_ade20k-512x512.py'
 model = dict(
-    backbone=dict(arch='base', init_cfg=dict(checkpoint='pretrain/kat_base_swish_patch16_224.pth')),
+    backbone=dict(arch='base', init_cfg=dict(checkpoint='timm:kat_base_patch16_224.in1k')),
     neck=dict(embed_dim=768),
     decode_head=dict(in_channels=[768, 768, 768, 768]),
     auxiliary_head=dict(in_channels=768))

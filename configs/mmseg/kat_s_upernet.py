@@ -2,6 +2,6 @@
 # mmseg's DeiT-S recipe.
 _base_ = './_base_/upernet_kat-deit_ade20k-512x512.py'
 model = dict(
-    backbone=dict(arch='small', init_cfg=dict(checkpoint='pretrain/kat_small_swish_patch16_224.pth')),
+    backbone=dict(arch='small', init_cfg=dict(checkpoint='timm:kat_small_patch16_224.in1k')),
     decode_head=dict(in_channels=[384, 384, 384, 384]),
     auxiliary_head=dict(in_channels=384))

@@ -2,6 +2,6 @@
 # mmseg's DeiT-S recipe at T width (mmseg publishes no T config).
 _base_ = './_base_/upernet_kat-deit_ade20k-512x512.py'
 model = dict(
-    backbone=dict(arch='tiny', init_cfg=dict(checkpoint='pretrain/kat_tiny_swish_patch16_224.pth')),
+    backbone=dict(arch='tiny', init_cfg=dict(checkpoint='timm:kat_tiny_patch16_224.in1k')),
     decode_head=dict(in_channels=[192, 192, 192, 192]),
     auxiliary_head=dict(in_channels=192))

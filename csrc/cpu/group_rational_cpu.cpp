@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../group_rational.h"
+#include "../group_rational_large_x.h"
 
 namespace kat_backbones {
 namespace {
@@ -27,6 +28,7 @@ struct Coeffs {
   T babs[kMaxOrder];
   T da[kMaxOrder + 1];   // da[i] = (i + 1) a_{i+1}, i < m
   T dbabs[kMaxOrder];    // dbabs[j] = (j + 1) |b_{j+1}|, j < n
+  T big;                 // |x| above which F is evaluated in 1/x (group_rational_large_x.h)
 };
 
 template <typename T, typename coef_t>
@@ -38,6 +40,7 @@ Coeffs<T> load_coeffs(const coef_t* num_row, const coef_t* den_row, int m, int n
   for (int j = 0; j < n; ++j) c.babs[j] = std::abs(static_cast<T>(den_row[j]));
   for (int i = 0; i < m; ++i) c.da[i] = static_cast<T>(i + 1) * c.a[i + 1];
   for (int j = 0; j < n; ++j) c.dbabs[j] = static_cast<T>(j + 1) * c.babs[j];
+  c.big = large_x_threshold<T>(m, n);
   return c;
 }
 
@@ -61,23 +64,61 @@ inline void eval_pq(const Vectorized<T>& x, const Vectorized<T>& ax, const Coeff
   q = at::vec::fmadd(q, ax, Vectorized<T>(T(1)));
 }
 
-template <int M_, int N_, typename T>
-void forward_span(const T* x, T* y, int64_t len, const Coeffs<T>& c) {
-  using V = Vectorized<T>;
-  int64_t i = 0;
-  for (; i + V::size() <= len; i += V::size()) {
-    const V xv = V::loadu(x + i);
-    V p, q;
-    eval_pq<M_, N_>(xv, xv.abs(), c, p, q);
-    (p / q).store(y + i);
+// Large |x| (above Coeffs::big, see group_rational_large_x.h) is handled in two passes per work item: the fast pass
+// only tracks max |x| (one vector max per vector); an item where it exceeds the threshold (practically never) is
+// recomputed by the checked pass, which sends the affected lanes through the scalar evaluation in 1/x.
+
+// Bit per lane of ax above big.
+template <typename T>
+inline int large_lanes(const Vectorized<T>& ax, T big) {
+  constexpr int kAll = (1 << Vectorized<T>::size()) - 1;
+  return kAll & ~(ax > Vectorized<T>(big)).zero_mask();
+}
+
+// amax = max(amax, ax) lane-wise; a NaN in ax leaves amax unchanged (NaN needs no large-|x| path).
+template <typename T>
+inline void track_max(Vectorized<T>& amax, const Vectorized<T>& ax) {
+  amax = at::vec::clamp_min(amax, ax);
+}
+
+// Recomputes the large-|x| lanes of f (scalar).
+template <typename T>
+__attribute__((noinline)) Vectorized<T> fix_large_forward(const Vectorized<T>& x, const Vectorized<T>& f, int lanes,
+                                                          const Coeffs<T>& c) {
+  T xs[Vectorized<T>::size()], fs[Vectorized<T>::size()];
+  x.store(xs);
+  f.store(fs);
+  for (int v = 0; v < Vectorized<T>::size(); ++v)
+    if (lanes >> v & 1) fs[v] = rational_large_x(xs[v], c.a, c.m, c.babs, c.n);
+  return Vectorized<T>::loadu(fs);
+}
+
+template <int M_, int N_, bool kChecked, typename T>
+inline Vectorized<T> forward_vec(const Vectorized<T>& xv, const Coeffs<T>& c, Vectorized<T>& amax) {
+  const Vectorized<T> ax = xv.abs();
+  Vectorized<T> p, q;
+  eval_pq<M_, N_>(xv, ax, c, p, q);
+  const Vectorized<T> f = p / q;
+  if constexpr (kChecked) {
+    const int lanes = large_lanes(ax, c.big);
+    return lanes == 0 ? f : fix_large_forward(xv, f, lanes, c);
+  } else {
+    track_max(amax, ax);
+    return f;
   }
+}
+
+template <int M_, int N_, bool kChecked, typename T>
+void forward_span(const T* x, T* y, int64_t len, const Coeffs<T>& c, Vectorized<T>& amax_out) {
+  using V = Vectorized<T>;
+  V amax = amax_out;  // a local copy: stores to y could alias the caller's vector and force a reload per iteration
+  int64_t i = 0;
+  for (; i + V::size() <= len; i += V::size()) forward_vec<M_, N_, kChecked>(V::loadu(x + i), c, amax).store(y + i);
   if (i < len) {
     const int rest = static_cast<int>(len - i);
-    const V xv = V::loadu(x + i, rest);
-    V p, q;
-    eval_pq<M_, N_>(xv, xv.abs(), c, p, q);
-    (p / q).store(y + i, rest);
+    forward_vec<M_, N_, kChecked>(V::loadu(x + i, rest), c, amax).store(y + i, rest);
   }
+  amax_out = amax;
 }
 
 // Accumulators of the coefficient gradients: acc[0..m] for a_i (before sign handling), acc[m+1..m+n] for the
@@ -120,21 +161,70 @@ inline void backward_vec(const Vectorized<T>& g, const Vectorized<T>& x, const C
   }
 }
 
+// backward_vec for a vector with large-|x| lanes: those lanes go through the scalar evaluation in 1/x; the vector
+// code sees them as g = 0, x = 0, which adds exactly zero to the accumulators.
 template <int M_, int N_, bool kDx, bool kCoef, typename T>
-void backward_span(const T* g, const T* x, T* dx, int64_t len, const Coeffs<T>& c, Acc<T>& acc) {
+__attribute__((noinline)) void backward_vec_large(const Vectorized<T>& g, const Vectorized<T>& x, int lanes,
+                                                  const Coeffs<T>& c, Vectorized<T>* dx, Acc<T>& acc) {
   using V = Vectorized<T>;
+  constexpr int W = V::size();
+  const V zero(T(0));
+  const V large = x.abs() > V(c.big);
+  backward_vec<M_, N_, kDx, kCoef>(V::blendv(g, zero, large), V::blendv(x, zero, large), c, dx, acc);
+  T gs[W], xs[W], ds[W], coef[2 * kMaxOrder + 1];
+  T extra[2 * kMaxOrder + 1][W];
+  g.store(gs);
+  x.store(xs);
+  if constexpr (kDx) dx->store(ds);
+  const int K = c.m + 1 + c.n;
+  for (int k = 0; k < K; ++k)
+    for (int v = 0; v < W; ++v) extra[k][v] = T(0);
+  for (int v = 0; v < W; ++v) {
+    if (!(lanes >> v & 1)) continue;
+    ds[v] = rational_large_x_backward(gs[v], xs[v], c.a, c.m, c.babs, c.n, kCoef ? coef : nullptr);
+    if constexpr (kCoef) {
+      for (int k = 0; k < K; ++k) extra[k][v] = coef[k];
+    }
+  }
+  if constexpr (kDx) *dx = V::loadu(ds);
+  if constexpr (kCoef) {
+    for (int k = 0; k < K; ++k) acc[k] = acc[k] + V::loadu(extra[k]);
+  }
+}
+
+template <int M_, int N_, bool kDx, bool kCoef, bool kChecked, typename T>
+inline void backward_any(const Vectorized<T>& g, const Vectorized<T>& x, const Coeffs<T>& c, Vectorized<T>* dx,
+                         Acc<T>& acc, Vectorized<T>& amax) {
+  if constexpr (kChecked) {
+    const int lanes = large_lanes(x.abs(), c.big);
+    if (lanes != 0) {
+      backward_vec_large<M_, N_, kDx, kCoef>(g, x, lanes, c, dx, acc);
+      return;
+    }
+  } else {
+    track_max(amax, x.abs());
+  }
+  backward_vec<M_, N_, kDx, kCoef>(g, x, c, dx, acc);
+}
+
+template <int M_, int N_, bool kDx, bool kCoef, bool kChecked, typename T>
+void backward_span(const T* g, const T* x, T* dx, int64_t len, const Coeffs<T>& c, Acc<T>& acc,
+                   Vectorized<T>& amax_out) {
+  using V = Vectorized<T>;
+  V amax = amax_out;  // local copy (see forward_span)
   int64_t i = 0;
   V d;
   for (; i + V::size() <= len; i += V::size()) {
-    backward_vec<M_, N_, kDx, kCoef>(V::loadu(g + i), V::loadu(x + i), c, &d, acc);
+    backward_any<M_, N_, kDx, kCoef, kChecked>(V::loadu(g + i), V::loadu(x + i), c, &d, acc, amax);
     if constexpr (kDx) d.store(dx + i);
   }
   if (i < len) {
     // Tail: unused lanes load g = 0 and x = 0, so they add exactly zero to the accumulators.
     const int rest = static_cast<int>(len - i);
-    backward_vec<M_, N_, kDx, kCoef>(V::loadu(g + i, rest), V::loadu(x + i, rest), c, &d, acc);
+    backward_any<M_, N_, kDx, kCoef, kChecked>(V::loadu(g + i, rest), V::loadu(x + i, rest), c, &d, acc, amax);
     if constexpr (kDx) d.store(dx + i, rest);
   }
+  amax_out = amax;
 }
 
 // Tile size for converting float16/bfloat16 to fp32 math.
@@ -181,21 +271,28 @@ void forward_impl(const at::Tensor& x, const at::Tensor& num, const at::Tensor& 
   const auto coeffs = load_all_coeffs<T>(num.const_data_ptr<coef_t>(), den.const_data_ptr<coef_t>(), l);
   const int64_t item = cpu_item_size(l);
   const int64_t items = (l.numel + item - 1) / item;
+  const T big = coeffs[0].big;  // the same for every group (it depends on the orders only)
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     for (int64_t it = begin; it < end; ++it) {
-      for_each_piece(l, it * item, std::min(l.numel, (it + 1) * item), [&](int64_t g, int64_t off, int64_t len) {
-        if constexpr (std::is_same_v<scalar_t, T>) {
-          forward_span<M_, N_>(xp + off, yp + off, len, coeffs[g]);
-        } else {
-          T tx[kTile], ty[kTile];
-          for (int64_t s = 0; s < len; s += kTile) {
-            const int64_t k = std::min(kTile, len - s);
-            for (int64_t i = 0; i < k; ++i) tx[i] = static_cast<T>(xp[off + s + i]);
-            forward_span<M_, N_>(tx, ty, k, coeffs[g]);
-            for (int64_t i = 0; i < k; ++i) yp[off + s + i] = static_cast<scalar_t>(ty[i]);
+      Vectorized<T> amax(T(0));
+      auto pass = [&](auto checked) {
+        constexpr bool kChecked = decltype(checked)::value;
+        for_each_piece(l, it * item, std::min(l.numel, (it + 1) * item), [&](int64_t g, int64_t off, int64_t len) {
+          if constexpr (std::is_same_v<scalar_t, T>) {
+            forward_span<M_, N_, kChecked>(xp + off, yp + off, len, coeffs[g], amax);
+          } else {
+            T tx[kTile], ty[kTile];
+            for (int64_t s = 0; s < len; s += kTile) {
+              const int64_t k = std::min(kTile, len - s);
+              for (int64_t i = 0; i < k; ++i) tx[i] = static_cast<T>(xp[off + s + i]);
+              forward_span<M_, N_, kChecked>(tx, ty, k, coeffs[g], amax);
+              for (int64_t i = 0; i < k; ++i) yp[off + s + i] = static_cast<scalar_t>(ty[i]);
+            }
           }
-        }
-      });
+        });
+      };
+      pass(std::false_type{});
+      if (large_lanes(amax, big) != 0) pass(std::true_type{});
     }
   });
 }
@@ -215,6 +312,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
   const int64_t item = cpu_item_size(l);
   const int64_t items = (l.numel + item - 1) / item;
   const int64_t G = l.groups;
+  const T big = coeffs[0].big;
   // Partial sums per (item, group, coefficient) in double, combined below in item order: deterministic.
   std::vector<double> partial(kCoef ? items * G * K : 0, 0.0);
 
@@ -223,30 +321,38 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor
     std::vector<char> touched(kCoef ? G : 0);
     Acc<T> scratch;  // accumulator target when no coefficient gradient is wanted (never touched then)
     for (int64_t it = begin; it < end; ++it) {
-      if constexpr (kCoef) std::fill(touched.begin(), touched.end(), 0);
-      for_each_piece(l, it * item, std::min(l.numel, (it + 1) * item), [&](int64_t g, int64_t off, int64_t len) {
-        Acc<T>& ar = kCoef ? acc[g] : scratch;
-        if constexpr (kCoef) {
-          if (!touched[g]) {
-            for (int k = 0; k < K; ++k) ar[k] = V(T(0));
-            touched[g] = 1;
-          }
-        }
-        if constexpr (std::is_same_v<scalar_t, T>) {
-          backward_span<M_, N_, kDx, kCoef>(gp + off, xp + off, kDx ? dxp + off : nullptr, len, coeffs[g], ar);
-        } else {
-          T tg[kTile], tx[kTile], td[kTile];
-          for (int64_t s = 0; s < len; s += kTile) {
-            const int64_t k = std::min(kTile, len - s);
-            for (int64_t i = 0; i < k; ++i) tg[i] = static_cast<T>(gp[off + s + i]);
-            for (int64_t i = 0; i < k; ++i) tx[i] = static_cast<T>(xp[off + s + i]);
-            backward_span<M_, N_, kDx, kCoef>(tg, tx, td, k, coeffs[g], ar);
-            if constexpr (kDx) {
-              for (int64_t i = 0; i < k; ++i) dxp[off + s + i] = static_cast<scalar_t>(td[i]);
+      V amax(T(0));
+      auto pass = [&](auto checked) {
+        constexpr bool kChecked = decltype(checked)::value;
+        if constexpr (kCoef) std::fill(touched.begin(), touched.end(), 0);
+        for_each_piece(l, it * item, std::min(l.numel, (it + 1) * item), [&](int64_t g, int64_t off, int64_t len) {
+          Acc<T>& ar = kCoef ? acc[g] : scratch;
+          if constexpr (kCoef) {
+            if (!touched[g]) {
+              for (int k = 0; k < K; ++k) ar[k] = V(T(0));
+              touched[g] = 1;
             }
           }
-        }
-      });
+          if constexpr (std::is_same_v<scalar_t, T>) {
+            backward_span<M_, N_, kDx, kCoef, kChecked>(gp + off, xp + off, kDx ? dxp + off : nullptr, len, coeffs[g],
+                                                        ar, amax);
+          } else {
+            T tg[kTile], tx[kTile], td[kTile];
+            for (int64_t s = 0; s < len; s += kTile) {
+              const int64_t k = std::min(kTile, len - s);
+              for (int64_t i = 0; i < k; ++i) tg[i] = static_cast<T>(gp[off + s + i]);
+              for (int64_t i = 0; i < k; ++i) tx[i] = static_cast<T>(xp[off + s + i]);
+              backward_span<M_, N_, kDx, kCoef, kChecked>(tg, tx, td, k, coeffs[g], ar, amax);
+              if constexpr (kDx) {
+                for (int64_t i = 0; i < k; ++i) dxp[off + s + i] = static_cast<scalar_t>(td[i]);
+              }
+            }
+          }
+        });
+      };
+      pass(std::false_type{});
+      // Large |x| in this item: redo it with the checked pass (accumulators restart, dx is overwritten).
+      if (large_lanes(amax, big) != 0) pass(std::true_type{});
       if constexpr (kCoef) {
         T lanes[V::size()];
         for (int64_t g = 0; g < G; ++g) {

@@ -16,6 +16,7 @@
 #include <array>
 
 #include "../group_rational.h"
+#include "../group_rational_large_x.h"
 
 namespace kat_backbones {
 namespace {
@@ -76,6 +77,9 @@ __global__ void __launch_bounds__(kThreads) group_rational_fwd_kernel(
   using P = Pack<scalar_t, VEC>;
   const int64_t g = blockIdx.y;
   const GroupCoeffs<M_, N_, T> cf(packed, g, m, n);
+  // Large |x|: evaluation in 1/x (group_rational_large_x.h), coefficients read from the packed row.
+  const T big = large_x_threshold<T>(cf.m, cf.n);
+  const T* row = packed + g * (cf.m + 1 + cf.n);
   const int64_t lo = static_cast<int64_t>(blockIdx.x) * chunk;
   const int64_t hi = ::min(lo + chunk, group_numel);
   for (int64_t v = lo + static_cast<int64_t>(threadIdx.x) * VEC; v < hi; v += static_cast<int64_t>(kThreads) * VEC) {
@@ -85,9 +89,12 @@ __global__ void __launch_bounds__(kThreads) group_rational_fwd_kernel(
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       const T xv = static_cast<T>(in.v[k]);
+      const T ax = absv(xv);
       T p, q;
-      cf.pq(xv, absv(xv), p, q);
-      out.v[k] = static_cast<scalar_t>(p / q);
+      cf.pq(xv, ax, p, q);
+      T f = p / q;
+      if (ax > big) f = rational_large_x(xv, row, cf.m, row + cf.m + 1, cf.n);
+      out.v[k] = static_cast<scalar_t>(f);
     }
     *reinterpret_cast<P*>(y + off) = out;
   }
@@ -104,6 +111,8 @@ __global__ void __launch_bounds__(kThreads) group_rational_bwd_kernel(
   const int64_t g = blockIdx.y;
   const GroupCoeffs<M_, N_, T> cf(packed, g, m, n);
   const int M = cf.m, N = cf.n, K = M + 1 + N;
+  const T big = large_x_threshold<T>(M, N);
+  const T* row = packed + g * K;
   T acc[kK];
 #pragma unroll
   for (int k = 0; k < kK; ++k) acc[k] = T(0);
@@ -119,6 +128,18 @@ __global__ void __launch_bounds__(kThreads) group_rational_bwd_kernel(
     for (int e = 0; e < VEC; ++e) {
       const T xv = static_cast<T>(xin.v[e]);
       const T ax = absv(xv);
+      if (ax > big) {  // evaluation in 1/x (group_rational_large_x.h); practically never taken
+        T coef[kMaxK];
+        const T d = rational_large_x_backward(static_cast<T>(gin.v[e]), xv, row, M, row + M + 1, N,
+                                              kCoef ? coef : nullptr);
+        if constexpr (kDx) dout.v[e] = static_cast<scalar_t>(d);
+        if constexpr (kCoef) {
+#pragma unroll
+          for (int k = 0; k < kK; ++k)
+            if (k < K) acc[k] += coef[k];
+        }
+        continue;
+      }
       T p, q;
       cf.pq(xv, ax, p, q);
       const T r = static_cast<T>(gin.v[e]) / q;

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import torch
+from timm.layers import register_notrace_module
 from torch import nn
 
-from kat_backbones.ops import group_rational, rational_1d
+from kat_backbones.ops import available_backends, extension_error, group_rational, rational_1d
 
 from .rational_init import get_rational_init
 
-__all__ = ["DEFAULT_NUM_GROUPS", "DEFAULT_ORDER", "GroupRational", "rational_second_moment"]
+__all__ = ["DEFAULT_NUM_GROUPS", "DEFAULT_ORDER", "GroupRational", "apply_group_rational", "rational_second_moment"]
 
 DEFAULT_NUM_GROUPS = 8
 """Channel groups G of every rational in the released KAT models (each group of C/G channels shares coefficients)."""
@@ -17,7 +18,29 @@ DEFAULT_NUM_GROUPS = 8
 DEFAULT_ORDER = (5, 4)
 """Orders (m, n) of the released KAT rationals: numerator a0..a5, denominator b1..b4 (38 parameters at G = 8)."""
 
-_HALF = (torch.float16, torch.bfloat16)
+
+def apply_group_rational(
+    x: torch.Tensor, numerator: torch.Tensor, denominator: torch.Tensor, channel_dim: int
+) -> torch.Tensor:
+    """The op call of :class:`GroupRational`: coefficients follow x's dtype, except that a float16/bfloat16 x keeps
+    float32 coefficients (computed in float32, like autocast would).
+
+    Written for every tracer: TorchScript compiles it (no tuple-membership tests; under scripting it calls the
+    registered op ``torch.ops.kat_backbones.group_rational_fwd`` directly, as the Python wrapper's checks are not
+    scriptable), torch.fx records it as one leaf call (``torch.fx.wrap`` below: its dtype tests would otherwise
+    branch on Proxies), and eager / torch.compile / torch.export / ONNX export run the op wrapper
+    :func:`kat_backbones.ops.group_rational` (argument checks, fallback, export translation).
+    """
+    half = x.dtype == torch.float16 or x.dtype == torch.bfloat16
+    if numerator.dtype != x.dtype and not (half and numerator.dtype == torch.float32):
+        numerator, denominator = numerator.to(x.dtype), denominator.to(x.dtype)
+    if torch.jit.is_scripting():
+        return torch.ops.kat_backbones.group_rational_fwd(x, numerator, denominator, channel_dim % x.dim())
+    return group_rational(x, numerator, denominator, channel_dim=channel_dim)
+
+
+# a leaf for torch.fx (plain symbolic_trace, timm's and torchvision's feature extractors); must run at module level
+torch.fx.wrap("apply_group_rational")
 
 
 def rational_second_moment(numerator: torch.Tensor, denominator: torch.Tensor) -> float:
@@ -42,6 +65,7 @@ def rational_second_moment(numerator: torch.Tensor, denominator: torch.Tensor) -
     return sum(values) / groups
 
 
+@register_notrace_module  # also a leaf module for timm's fx tools (features_only with feature_cls='fx')
 class GroupRational(nn.Module):
     """Group-rational activation F(x) = P(x) / Q(x) with learnable coefficients, one set per channel group.
 
@@ -101,12 +125,19 @@ class GroupRational(nn.Module):
         """E[F(x)^2] for x ~ N(0, 1) under the current coefficients (mean over groups)."""
         return rational_second_moment(self.weight_numerator, self.weight_denominator)
 
+    def __prepare_scriptable__(self) -> GroupRational:
+        """torch.jit.script calls this first: the scripted forward calls the registered op, so _C must be loaded."""
+        if not available_backends():
+            raise RuntimeError(
+                "TorchScript needs the compiled op kat_backbones._C, which could not be loaded "
+                f"({extension_error()!r}); rebuild with `pip install --no-build-isolation -e .` (eager, torch.compile, "
+                "torch.export and ONNX export work without it)"
+            )
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Applies F per channel group; coefficients follow x's dtype except that half x keeps float32 ones."""
-        num, den = self.weight_numerator, self.weight_denominator
-        if num.dtype != x.dtype and not (x.dtype in _HALF and num.dtype == torch.float32):
-            num, den = num.to(x.dtype), den.to(x.dtype)
-        return group_rational(x, num, den, channel_dim=self.channel_dim)
+        return apply_group_rational(x, self.weight_numerator, self.weight_denominator, self.channel_dim)
 
     def extra_repr(self) -> str:
         return (

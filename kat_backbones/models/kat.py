@@ -10,8 +10,11 @@ Yang & Wang, "Kolmogorov-Arnold Transformer", ICLR 2025 (arXiv 2409.10594).
 Everything but the MLP is timm's ViT (cls token, learned abs pos-embed, pre-norm blocks, LayerNorm eps 1e-6,
 qkv bias, no LayerScale), so ``features_only=True``, ``forward_intermediates`` and timm's checkpoint filter
 (pos-embed / patch-embed resizing) come with it. State-dict keys match the released KAT checkpoints
-(``blocks.N.mlp.act1.weight_numerator``, ``blocks.N.mlp.fc1.weight``, ...), which load strictly, e.g.::
+(``blocks.N.mlp.act1.weight_numerator``, ``blocks.N.mlp.fc1.weight``, ...), which load strictly. The released
+weights are pretrained tags of the alias names (:mod:`kat_backbones.models.pretrained`)::
 
+    timm.create_model('kat_tiny_patch16_224', pretrained=True)                     # .in1k, from scratch
+    timm.create_model('kat_small_patch16_224.vitft_in1k', pretrained=True)         # initialised from a ViT
     timm.create_model('kat_tiny_patch16_224', pretrained=True, pretrained_cfg_overlay=dict(file='kat_tiny.pth'))
 
 Initialisation: timm's ViT init, then the KAN init of fc1/fc2 (``kan_init``). The default is
@@ -25,12 +28,13 @@ from functools import partial
 from typing import Any, Mapping
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from kat_backbones.layers import KAN, kan_init_
 
 from .karat import AttnType, KArAtVisionTransformer
+from .pretrained import released_pretrained_cfgs, resolve_pretrained_file
 
 __all__ = ["KAT_ARCHS", "create_kat"]
 
@@ -63,10 +67,11 @@ def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
     }
 
 
+# the alias names carry the released weights (tags .in1k, the default, and .vitft_in1k); the swish / gelu names are
+# the from-scratch entries and have none
 default_cfgs = generate_default_cfgs({
-    f"kat_{size}{act}_patch16_224": _cfg()
-    for size in KAT_ARCHS
-    for act in ("", "_swish", "_gelu")
+    **released_pretrained_cfgs(_cfg()),
+    **{f"kat_{size}{act}_patch16_224": _cfg() for size in KAT_ARCHS for act in ("_swish", "_gelu")},
 })
 
 
@@ -75,19 +80,23 @@ def create_kat(
     pretrained: bool = False,
     attn_type: AttnType = "softmax",
     attn_cfg: Mapping[str, Any] | None = None,
+    check_hash: bool | None = None,
     **kwargs: Any,
 ) -> VisionTransformer:
     """Builds a KAT model: timm's VisionTransformer with ``mlp_layer=KAN`` through ``build_model_with_cfg``.
 
     Args:
         variant: registered model name (selects the pretrained cfg).
-        pretrained: load the pretrained weights of the cfg (give a local file with
-            ``pretrained_cfg_overlay=dict(file=...)``). Defaults to False.
+        pretrained: load the pretrained weights of the cfg: the released file is downloaded from its official
+            location (or taken from timm's cache) and its SHA-256 checked (:mod:`kat_backbones.models.pretrained`);
+            give a local file with ``pretrained_cfg_overlay=dict(file=...)``. Defaults to False.
         attn_type: ``'softmax'`` (timm's attention) or ``'fourier_karat'`` (Fourier-KArAt,
             :mod:`kat_backbones.layers.karat`; N = 197 at 224/16, fixed by ``img_size``). Defaults to ``'softmax'``.
         attn_cfg: Fourier-KArAt settings ``grid`` (3), ``rank`` (12), ``mode`` (``'blockwise'`` or
             ``'universal'``: one operator per head shared by all blocks), ``init_std`` (None: variance-preserving).
             Defaults to None.
+        check_hash: check a weights file's SHA-256 against the 64-hex string in its name. Defaults to None: on,
+            unless the environment variable ``KAT_BACKBONES_CHECK_HASH=0``.
         **kwargs: :class:`~kat_backbones.layers.KAN` arguments for every block's MLP (``act_init``: initial function
             of act2, ``'swish'``, ``'gelu'`` ...; ``kan_init``: ``'variance_preserving'`` or ``'reference'``;
             ``num_groups``; ``rational_order``; ``shared_numerator``; defaults: KAN's), VisionTransformer arguments
@@ -109,6 +118,12 @@ def create_kat(
         model_cls = VisionTransformer
     else:
         raise ValueError(f"attn_type must be 'softmax' (without attn_cfg) or 'fourier_karat', got {attn_type!r}")
+    if pretrained:  # fetch + verify the released file here; timm's own pretrained path then loads it as a file
+        overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
+        cfg = resolve_pretrained_cfg(variant, kwargs.get("pretrained_cfg"), dict(overlay)).to_dict()
+        file = resolve_pretrained_file(cfg, cache_dir=kwargs.get("cache_dir"), check_hash=check_hash)
+        if file is not None:
+            kwargs["pretrained_cfg_overlay"] = {**overlay, "file": file}
     kan_kwargs = {k: kwargs.pop(k) for k in _KAN_ARGS if k in kwargs}
     kwargs.setdefault("mlp_layer", partial(KAN, **kan_kwargs))
     model = build_model_with_cfg(

@@ -16,7 +16,7 @@ import warnings
 
 import torch
 
-from .reference import group_rational_reference
+from .reference import group_rational_decomposed, group_rational_reference
 
 __all__ = ["group_rational", "available_backends", "extension_error"]
 
@@ -121,9 +121,16 @@ def group_rational(
 
     Returns:
         F(x) with x's shape and dtype (contiguous). float16/bfloat16 are computed in float32. Differentiable in x,
-        numerator and denominator (each gradient computed only when required).
+        numerator and denominator (each gradient computed only when required), with the subgradient sign(0) = +1
+        for |x| and |b_j|. Finite for every finite x: above a large |x| (4096 in float32 math for orders (5, 4))
+        P and Q are evaluated in 1/x, so F keeps its finite asymptote instead of inf/inf.
     """
     dim = _check_args(x, numerator, denominator, channel_dim)
+    if torch.onnx.is_in_onnx_export():
+        # Both ONNX exporters set this flag while they capture the model (the dynamo one around its torch.export
+        # call, the TorchScript one while tracing): record the formula in standard tensor ops, so the ONNX graph
+        # holds only standard-domain operators (Abs, Mul, Add, Div, Where, ...) that any runtime executes.
+        return group_rational_decomposed(x, numerator, denominator, channel_dim=dim)
     if _EXT_ERROR is not None:
         global _warned_fallback
         if not _warned_fallback:

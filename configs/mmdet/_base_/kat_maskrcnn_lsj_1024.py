@@ -50,8 +50,9 @@ model = dict(
         pretrain_img_size=224,
         final_norm=False,
         with_cp=False,  # True: activation checkpointing (less memory, ~30% slower)
-        # ImageNet-1k weights: a timm-format .pth/.safetensors file (see docs/detection.md) or 'timm:MODEL_NAME'
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/kat_base_swish_patch16_224.pth')),
+        # the released ImageNet-1k KAT weights by name (downloaded once, SHA-256 checked, converted on the fly); a local
+        # file instead: --cfg-options model.backbone.init_cfg.checkpoint=PATH.pth (see docs/detection.md)
+        init_cfg=dict(type='Pretrained', checkpoint='timm:kat_base_patch16_224.in1k')),
     neck=dict(
         _delete_=True,
         type='kat_backbones.SimpleFPN',

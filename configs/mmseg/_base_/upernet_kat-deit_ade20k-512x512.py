@@ -44,8 +44,9 @@ model = dict(
         pretrain_img_size=224,
         final_norm=False,
         with_cp=False,
-        # ImageNet-1k weights in timm format (see docs/segmentation.md: a .pth/.safetensors file or 'timm:NAME')
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/kat_small_swish_patch16_224.pth')),
+        # The released KAT ImageNet-1k weights by name (downloaded once, SHA-256 checked, converted on the fly). A local
+        # file instead: --cfg-options model.backbone.init_cfg.checkpoint=PATH.pth (see docs/segmentation.md)
+        init_cfg=dict(type='Pretrained', checkpoint='timm:kat_small_patch16_224.in1k')),
     neck=None,
     decode_head=dict(num_classes=150, in_channels=[embed_dim] * 4),
     auxiliary_head=dict(num_classes=150, in_channels=embed_dim))

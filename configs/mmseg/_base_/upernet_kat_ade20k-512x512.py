@@ -47,8 +47,9 @@ model = dict(
         pretrain_img_size=224,
         final_norm=False,
         with_cp=False,
-        # ImageNet-1k weights in timm format (see docs/segmentation.md: a .pth/.safetensors file or 'timm:NAME')
-        init_cfg=dict(type='Pretrained', checkpoint='pretrain/kat_base_swish_patch16_224.pth')),
+        # the released ImageNet-1k KAT weights by name (downloaded once, SHA-256 checked, converted on the fly); a local
+        # file instead: --cfg-options model.backbone.init_cfg.checkpoint=PATH.pth (see docs/segmentation.md)
+        init_cfg=dict(type='Pretrained', checkpoint='timm:kat_base_patch16_224.in1k')),
     # four stride-16 maps -> strides 4, 8, 16, 32 (deconv x2 / deconv / identity / max-pool)
     neck=dict(type='Feature2Pyramid', embed_dim=embed_dim, rescales=[4, 2, 1, 0.5], norm_cfg=norm_cfg),
     decode_head=dict(
