@@ -272,7 +272,7 @@ def test_vitft_config(name, tmp_path):
     scratch = Config.fromfile(str(CONFIG_DIR / name.replace("_vitft", "")))
     size = SIZES[name[4]][0]
     assert cfg.model.model_name == f"kat_{size}_gelu_patch16_224" and timm.is_model(cfg.model.model_name)
-    assert cfg.model.checkpoint == f"pretrain/deit_{size}_patch16_224.pth"
+    assert cfg.model.checkpoint == f"timm:deit_{size}_patch16_224.fb_in1k"
     rest = {k: v for k, v in cfg.model.items() if k not in ("model_name", "checkpoint")}
     assert rest == {k: v for k, v in scratch.model.items() if k not in ("model_name", "checkpoint")}
     assert {k: v for k, v in cfg.items() if k != "model"} == {k: v for k, v in scratch.items() if k != "model"}

@@ -173,7 +173,7 @@ def test_config_builds(name):
         size = {"t": "tiny", "s": "small", "b": "base"}[name.split("_")[1]]
         weights = f"timm:kat_{size}_patch16_224.in1k"  # the released weights, by name
         if name.startswith("vit"):
-            weights = f"pretrain/deit_{size}_patch16_224.pth"
+            weights = f"timm:deit_{size}_patch16_224.fb_in1k"
         assert bb.init_cfg.type == "Pretrained" and bb.init_cfg.checkpoint == weights
         bb.init_cfg = None  # no ImageNet checkpoint in the test environment
         changes = convert_cfg_for_cpu(copy.deepcopy(cfg))  # what tools/train.py does without a GPU
