@@ -171,7 +171,8 @@ def test_ablation_at_full_scale_by_switching_base(task, tmp_path):
         cfg.model.backbone.init_cfg = None
     model = build(cfg)
     karat = blocks_of(model)[0].attn.karat
-    assert karat.num_tokens == {"mmdet": 14 * 14, "mmseg": 14 * 14, "imagenet": 197}[task]
+    # detection: a 14 x 14 window; segmentation (mmseg's recipes): global attention over the 512 / 16 = 32 x 32 grid
+    assert karat.num_tokens == {"mmdet": 14 * 14, "mmseg": 32 * 32, "imagenet": 197}[task]
     if task == "mmdet":  # global block 2: the 1024 / 16 = 64 x 64 grid
         assert blocks_of(model)[2].attn.karat.num_tokens == 64 * 64
 
@@ -239,7 +240,7 @@ def test_ablate_three_demo_configs(cls_demo_data, tmp_path):
     assert [r["name"] for r in rows] == ["baseline", "mixer_mlp", "attn_karat_blockwise"]
     for row in rows:
         assert row["status"] == "done" and row["metric"] == "accuracy/top1"
-        assert 0.0 <= float(row["value"]) <= 100.0 and float(row["accuracy/top5"]) == 100.0
+        assert 0.0 <= float(row["value"]) <= float(row["accuracy/top2"]) <= 100.0
         assert float(row["sec_per_iter"]) > 0 and float(row["gflops_paper"]) > 0
     params = {r["name"]: int(r["params"]) for r in rows}
     assert params["attn_karat_blockwise"] - params["baseline"] == 12 * 3 * 12 * 5 * 7  # blocks h r N (2G + 1)

@@ -23,12 +23,12 @@ pytestmark = [
 
 from mmengine.config import Config  # noqa: E402
 from mmengine.optim import build_optim_wrapper  # noqa: E402
-from mmengine.registry import DATASETS, METRICS, MODELS  # noqa: E402
+from mmengine.registry import DATASETS, METRICS, MODELS, init_default_scope  # noqa: E402
 
 from kat_backbones.apps.demo_data.imagenet import CLASSES, make_imagenet_demo  # noqa: E402
 from kat_backbones.checkpoint import save_state_dict  # noqa: E402
 from kat_backbones.mm import convert_cfg_for_cpu  # noqa: E402
-from kat_backbones.mm.cls import Accuracy, ImageFolderDataset, TimmClassifier, TimmTransform  # noqa: E402
+from kat_backbones.mm.cls import ImageFolderDataset, TimmClassifier, TimmTransform  # noqa: E402
 from tests.mm_utils import single_thread_fixture  # noqa: E402, F401  (fixture: single_thread)
 from tools import make_demo_data, train  # noqa: E402
 
@@ -136,16 +136,20 @@ def test_timm_transform_eval_is_deterministic(cls_demo):
 
 
 # --------------------------------------------------------------------------------------------------- metric
-def test_accuracy_metric():
-    metric = METRICS.build(dict(type="kat_backbones.Accuracy", topk=(1, 2, 5)))
+def test_predictions_feed_mmpretrain_accuracy():
+    """TimmClassifier.predict's outputs go through mmpretrain's Accuracy (the configs' metric) as timm's accuracy."""
+    from mmpretrain.evaluation import Accuracy
+
+    init_default_scope("kat_backbones")
+    metric = METRICS.build(dict(type="mmpretrain.Accuracy", topk=(1, 2)))
     assert isinstance(metric, Accuracy)
-    scores = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.5, 0.4], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
-    labels = [0, 2, 0, 2]  # top1 hits: 1 of 4; top2 hits: 2 of 4; top5 (3 classes): all
-    metric.process({}, [dict(pred_score=s, gt_label=torch.tensor(g)) for s, g in zip(scores, labels)])
-    assert metric.evaluate(4) == {"accuracy/top1": 25.0, "accuracy/top2": 50.0, "accuracy/top5": 100.0}
-    # as timm.utils.accuracy
-    ref = timm.utils.accuracy(scores, torch.tensor(labels), topk=(1, 2))
-    assert [float(r) for r in ref] == [25.0, 50.0]
+    model = TimmClassifier("kat_tiny_swish_patch16_224", num_classes=3, img_size=32, depth=1).eval()
+    images, labels = torch.randn(6, 3, 32, 32), torch.tensor([0, 2, 0, 2, 1, 1])
+    metric.process({}, model.predict(images, labels))
+    logits = model(images)
+    ref = timm.utils.accuracy(logits, labels, topk=(1, 2))
+    got = metric.evaluate(6)
+    assert got == pytest.approx({"accuracy/top1": float(ref[0]), "accuracy/top2": float(ref[1])})
 
 
 # --------------------------------------------------------------------------------------------------- model
@@ -268,7 +272,7 @@ def test_vitft_config(name, tmp_path):
     scratch = Config.fromfile(str(CONFIG_DIR / name.replace("_vitft", "")))
     size = SIZES[name[4]][0]
     assert cfg.model.model_name == f"kat_{size}_gelu_patch16_224" and timm.is_model(cfg.model.model_name)
-    assert cfg.model.checkpoint == f"pretrain/deit_{size}_patch16_224.pth"
+    assert cfg.model.checkpoint == f"timm:deit_{size}_patch16_224.fb_in1k"
     rest = {k: v for k, v in cfg.model.items() if k not in ("model_name", "checkpoint")}
     assert rest == {k: v for k, v in scratch.model.items() if k not in ("model_name", "checkpoint")}
     assert {k: v for k, v in cfg.items() if k != "model"} == {k: v for k, v in scratch.items() if k != "model"}
@@ -325,5 +329,5 @@ def test_demo_config_train_script_runner(cls_demo, tmp_path):
     assert "Epoch(train) [5][4/4]" in logs and "accuracy/top1" in logs
     assert (work_dir / "epoch_5.pth").is_file()
     metrics = runner.val()
-    assert set(metrics) == {"accuracy/top1", "accuracy/top5"}
-    assert 0.0 <= metrics["accuracy/top1"] <= 100.0 and metrics["accuracy/top5"] == 100.0  # 4 classes
+    assert set(metrics) == {"accuracy/top1", "accuracy/top2"}  # mmpretrain's Accuracy, top-k up to 4 classes
+    assert 0.0 <= metrics["accuracy/top1"] <= metrics["accuracy/top2"] <= 100.0

@@ -272,7 +272,8 @@ def test_config_builds(name):
 
 
 def test_base_recipe():
-    """The ViTDet LSJ-1024 recipe (mmdet projects/ViTDet) as configured in the full configs."""
+    """The ViTDet LSJ-1024 recipe (mmdet projects/ViTDet) as configured in the full configs (field by field:
+    tests/test_recipes.py)."""
     cfg = load_cfg("kat_b_maskrcnn.py")
     assert cfg.model.backbone.img_size == (1024, 1024) and cfg.model.backbone.drop_path_rate == 0.1
     assert cfg.model.backbone.window_size == 14 and tuple(cfg.model.backbone.global_blocks) == (2, 5, 8, 11)
@@ -286,6 +287,9 @@ def test_base_recipe():
     assert ow.type == "AmpOptimWrapper" and ow.constructor == "kat_backbones.LayerDecayOptimizerConstructor"
     assert ow.optimizer == dict(type="AdamW", lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1)
     assert ow.paramwise_cfg.decay_rate == 0.7 and ow.paramwise_cfg.num_layers == 12
+    assert ow.paramwise_cfg.norm_decay_scope == "backbone"  # ViTDet: only backbone norms and pos_embed undecayed
+    assert cfg.train_dataloader.batch_sampler is None  # every LSJ crop is 1024x1024: no aspect-ratio grouping
+    assert cfg.custom_hooks == [dict(type="kat_backbones.Fp16CompressionHook")]
     assert cfg.train_cfg.type == "IterBasedTrainLoop" and cfg.train_cfg.max_iters == 184375
     warmup, steps = cfg.param_scheduler
     assert warmup.type == "LinearLR" and warmup.end == 250

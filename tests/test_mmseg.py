@@ -148,36 +148,47 @@ def test_config_builds(name):
     model_cfg = cfg.model
     bb = model_cfg.backbone
     assert bb.type == "kat_backbones.KATBackbone"
-    assert tuple(bb.out_indices) == (3, 5, 7, 11)
     assert bb.mlp_type == ("mlp" if name.startswith("vit") else "kan")
     dim = EMBED_DIMS[name.split("_")[1]]
-    assert model_cfg.neck.embed_dim == model_cfg.auxiliary_head.in_channels == dim
-    assert list(model_cfg.decode_head.in_channels) == [dim] * 4
-    assert model_cfg.neck.rescales == [4, 2, 1, 0.5]
+    # B and the demo: mmseg's MAE-B layout (Feature2Pyramid, taps 3/5/7/11, auxiliary head on the 3rd level);
+    # T/S: mmseg's DeiT-S layout (no neck, taps 2/5/8/11, auxiliary head on the 4th map). docs/recipes.md.
+    mae_layout = name.split("_")[1] == "b" or name.endswith("_demo.py")
+    assert tuple(bb.out_indices) == ((3, 5, 7, 11) if mae_layout else (2, 5, 8, 11))
+    assert list(model_cfg.decode_head.in_channels) == [dim] * 4 and model_cfg.auxiliary_head.in_channels == dim
+    if mae_layout:
+        assert model_cfg.neck.embed_dim == dim and model_cfg.neck.rescales == [4, 2, 1, 0.5]
+    else:
+        assert model_cfg.neck is None
     assert model_cfg.decode_head.pool_scales == (1, 2, 3, 6)
-    assert model_cfg.auxiliary_head.in_index == 2 and model_cfg.auxiliary_head.loss_decode.loss_weight == 0.4
+    assert model_cfg.auxiliary_head.in_index == (2 if mae_layout else 3)
+    assert model_cfg.auxiliary_head.loss_decode.loss_weight == 0.4
     if name in FULL_CONFIGS:
-        assert model_cfg.decode_head.channels == 512 and model_cfg.decode_head.num_classes == 150
-        assert model_cfg.decode_head.norm_cfg.type == "SyncBN" and model_cfg.neck.norm_cfg.type == "SyncBN"
-        assert tuple(bb.img_size) == (512, 512) and bb.window_size == 14
-        assert cfg.train_dataloader.batch_size == 2 and cfg.train_cfg.max_iters == 160000
+        assert model_cfg.decode_head.channels == (768 if mae_layout else 512)
+        assert model_cfg.decode_head.num_classes == 150 and model_cfg.decode_head.norm_cfg.type == "SyncBN"
+        assert tuple(bb.img_size) == (512, 512) and bb.window_size == 0  # global attention in every block
+        assert bb.use_rel_pos == mae_layout  # MAE's blocks have relative positions, mmseg's ViT/DeiT none
+        assert cfg.train_dataloader.batch_size == 2
+        assert cfg.train_cfg.max_iters == (160000 if mae_layout else 80000)
         assert cfg.train_dataloader.dataset.data_root == "data/ade/ADEChallengeData2016"
         size = {"t": "tiny", "s": "small", "b": "base"}[name.split("_")[1]]
         weights = f"timm:kat_{size}_patch16_224.in1k"  # the released weights, by name
         if name.startswith("vit"):
-            weights = f"pretrain/deit_{size}_patch16_224.pth"
+            weights = f"timm:deit_{size}_patch16_224.fb_in1k"
         assert bb.init_cfg.type == "Pretrained" and bb.init_cfg.checkpoint == weights
         bb.init_cfg = None  # no ImageNet checkpoint in the test environment
         changes = convert_cfg_for_cpu(copy.deepcopy(cfg))  # what tools/train.py does without a GPU
-        assert "optim_wrapper.type: AmpOptimWrapper -> OptimWrapper" in changes
-        assert {"model.neck", "model.decode_head", "model.auxiliary_head"} <= {
-            c.rsplit(".norm_cfg", 1)[0] for c in changes if "SyncBN -> BN" in c
-        }
+        assert ("optim_wrapper.type: AmpOptimWrapper -> OptimWrapper" in changes) == mae_layout
+        converted = {c.rsplit(".norm_cfg", 1)[0] for c in changes if "SyncBN -> BN" in c}
+        assert {"model.decode_head", "model.auxiliary_head"} | ({"model.neck"} if mae_layout else set()) <= converted
         opt = cfg.optim_wrapper
-        assert (opt.optimizer.type, opt.optimizer.lr, opt.optimizer.weight_decay) == ("AdamW", 1e-4, 0.05)
-        assert opt.paramwise_cfg.layer_decay_rate == 0.65
+        if mae_layout:
+            assert (opt.optimizer.type, opt.optimizer.lr, opt.optimizer.weight_decay) == ("AdamW", 1e-4, 0.05)
+            assert opt.paramwise_cfg.layer_decay_rate == 0.65
+        else:
+            assert (opt.optimizer.type, opt.optimizer.lr, opt.optimizer.weight_decay) == ("AdamW", 6e-5, 0.01)
         warmup, poly = cfg.param_scheduler
-        assert (warmup.type, warmup.end, poly.type, poly.begin, poly.end) == ("LinearLR", 1500, "PolyLR", 1500, 160000)
+        assert (warmup.type, warmup.end, poly.type, poly.begin, poly.end) == (
+            "LinearLR", 1500, "PolyLR", 1500, cfg.train_cfg.max_iters)
     else:
         assert cfg.optim_wrapper.type == "OptimWrapper" and model_cfg.decode_head.norm_cfg.type == "BN"
         assert cfg.val_evaluator.type == "IoUMetric"
@@ -241,15 +252,14 @@ def test_kat_t_upernet_forward_loss_and_predict():
     num_classes = cfg.model.decode_head.num_classes
 
     outputs = {}
-    for name in ("backbone", "neck"):
-        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o))
+    model.backbone.register_forward_hook(lambda m, i, o: outputs.__setitem__("backbone", o))
+    assert not model.with_neck  # the DeiT-S recipe: UPerHead on the four stride-16 maps
 
     data = model.data_preprocessor(fake_batch(2, 256, num_classes), training=True)
     model.train()
     losses = model(**data, mode="loss")
-    # four stride-16 NCHW maps from blocks (3, 5, 7, 11) -> strides 4, 8, 16, 32
+    # four stride-16 NCHW maps from blocks (2, 5, 8, 11), straight into the heads
     assert [tuple(f.shape) for f in outputs["backbone"]] == [(2, 192, 16, 16)] * 4
-    assert [tuple(f.shape) for f in outputs["neck"]] == [(2, 192, s, s) for s in (64, 32, 16, 8)]
     assert {"decode.loss_ce", "aux.loss_ce"} <= set(losses)
     total = sum(v for k, v in losses.items() if "loss" in k)
     assert torch.isfinite(total)

@@ -54,7 +54,9 @@ def test_mmcv_ops_nms_and_roialign_forward_backward_on_cpu():
     assert feats.grad is not None and feats.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("module", ["mmdet", "mmseg", "mmengine", "timm", "torchvision", "pycocotools.coco"])
+@pytest.mark.parametrize(
+    "module", ["mmdet", "mmseg", "mmpretrain", "mmengine", "timm", "torchvision", "pycocotools.coco"]
+)
 def test_stack_imports_alongside_package(module):
     importlib.import_module(module)
 

@@ -8,7 +8,7 @@ Writes the demo set to ``DATA/imagenet_demo`` if it is missing (:mod:`kat_backbo
 the untrained model (the chance baseline), trains ``configs/imagenet/kat_t_demo.py`` with the Runner's progress log,
 evaluates again and ends with one line::
 
-    demo-cls: accuracy/top1=... accuracy/top5=... untrained_top1=... iters=... time=...s
+    demo-cls: accuracy/top1=... accuracy/top2=... untrained_top1=... iters=... time=...s
 
 The flow the three demos share (config, schedule, untrained baseline, training) is :mod:`kat_backbones.apps.demo`.
 """
@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         demo.shorten_schedule(cfg, args.epochs)
 
     runner, untrained = demo.evaluate_untrained(cfg, "demo-cls", ("accuracy/top1",), digits=1)
-    metrics = demo.train(runner, ("accuracy/top1", "accuracy/top5"))  # validates at the end (val_interval)
+    metrics = demo.train(runner, ("accuracy/top1", "accuracy/top2"))  # validates at the end (val_interval)
     elapsed = time.perf_counter() - start
     print(
-        f"demo-cls: accuracy/top1={metrics['accuracy/top1']:.1f} accuracy/top5={metrics['accuracy/top5']:.1f} "
+        f"demo-cls: accuracy/top1={metrics['accuracy/top1']:.1f} accuracy/top2={metrics['accuracy/top2']:.1f} "
         f"untrained_top1={untrained['accuracy/top1']:.1f} iters={runner.iter} time={elapsed:.0f}s",
         flush=True,
     )

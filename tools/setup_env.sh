@@ -3,8 +3,8 @@
 #
 # Creates .venv/ in the repo root and installs, with the versions pinned in constraints.txt:
 #   torch + torchvision, timm, mmengine, mmcv (built from source WITH ops, wheel cached outside the repo),
-#   mmdet, mmsegmentation (+ ftfy, regex), pycocotools, ninja, onnx + onnxscript + onnxruntime (export), pytest,
-#   ruff, then this package (editable, compiling kat_backbones._C).
+#   mmdet, mmsegmentation (+ ftfy, regex), mmpretrain (+ model-index), pycocotools, ninja, onnx + onnxscript +
+#   onnxruntime (export), pytest, ruff, then this package (editable, compiling kat_backbones._C).
 #
 # Environment knobs:
 #   KAT_USE_CURRENT_ENV=1  install into the current Python environment instead of .venv/ and skip the torch and
@@ -135,9 +135,10 @@ install_package() {
 }
 
 check() {
-  "$PY" -c "import kat_backbones, mmdet, mmseg, mmcv.ops, timm, torchvision, torch; \
+  "$PY" -c "import kat_backbones, mmdet, mmseg, mmpretrain, mmcv.ops, timm, torchvision, torch; \
 print('[setup] torch', torch.__version__, '| torchvision', torchvision.__version__, '| timm', timm.__version__, \
-'| mmcv', mmcv.__version__, '| mmdet', mmdet.__version__, '| mmseg', mmseg.__version__); \
+'| mmcv', mmcv.__version__, '| mmdet', mmdet.__version__, '| mmseg', mmseg.__version__, \
+'| mmpretrain', mmpretrain.__version__); \
 print('[setup] kat_backbones backends:', kat_backbones.ops.available_backends())"
 }
 

@@ -43,6 +43,9 @@ val_dataloader = dict(
     pin_memory=False,
     dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
+# 4 classes: top-1 and top-2 (mmpretrain's Accuracy refuses a k above the number of classes)
+val_evaluator = dict(type='mmpretrain.Accuracy', topk=(1, 2))
+test_evaluator = val_evaluator
 
 optim_wrapper = dict(
     _delete_=True,

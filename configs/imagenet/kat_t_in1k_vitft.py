@@ -4,4 +4,4 @@
 # ViT/DeiT state dict (.pth/.safetensors) of this size works, e.g. from timm's deit_tiny_patch16_224 or
 # vit_tiny_patch16_224 weights; see docs/classification.md.
 _base_ = './kat_t_in1k.py'
-model = dict(model_name='kat_tiny_gelu_patch16_224', checkpoint='pretrain/deit_tiny_patch16_224.pth')
+model = dict(model_name='kat_tiny_gelu_patch16_224', checkpoint='timm:deit_tiny_patch16_224.fb_in1k')

@@ -1,5 +1,5 @@
 # KAT-S (embed 384, 6 heads, GR-KAN MLPs) ViTDet Mask R-CNN, COCO, LSJ 1024, 100 epochs, batch 64 (16 GPUs x 4).
-# Drop path 0.1 as for B (the ViTDet recipe gives only the ViT-B value, 0.1).
+# Drop path 0.1 as for B (ViTDet publishes only the ViT-B value; the project's choice for T/S).
 _base_ = './_base_/kat_maskrcnn_lsj_1024.py'
 embed_dim = 384
 model = dict(

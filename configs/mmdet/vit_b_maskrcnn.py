@@ -3,4 +3,4 @@
 _base_ = './kat_b_maskrcnn.py'
 model = dict(
     backbone=dict(
-        mlp_type='mlp', init_cfg=dict(type='Pretrained', checkpoint='pretrain/deit_base_patch16_224.pth')))
+        mlp_type='mlp', init_cfg=dict(type='Pretrained', checkpoint='timm:deit_base_patch16_224.fb_in1k')))

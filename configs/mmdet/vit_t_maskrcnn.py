@@ -3,4 +3,4 @@
 _base_ = './kat_t_maskrcnn.py'
 model = dict(
     backbone=dict(
-        mlp_type='mlp', init_cfg=dict(type='Pretrained', checkpoint='pretrain/deit_tiny_patch16_224.pth')))
+        mlp_type='mlp', init_cfg=dict(type='Pretrained', checkpoint='timm:deit_tiny_patch16_224.fb_in1k')))

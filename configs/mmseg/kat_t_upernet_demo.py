@@ -6,7 +6,9 @@
 # Same pipeline/dataset class as the full recipe (ADE20KDataset, reduce_zero_label); the dataset is restricted to the
 # five ADE classes the demo images contain (kat_backbones.apps.demo_data.ade.DEMO_CLASSES), so mmseg remaps the ADE ids
 # 1..5 to 0..4 and IoUMetric reports those five. Plain OptimWrapper (no AMP), BN instead of SyncBN, from scratch.
-_base_ = './kat_t_upernet.py'
+# Model: KAT-T over the MAE-style base (Feature2Pyramid neck, out blocks 3/5/7/11) with the windowed backbone the demo
+# numbers (README, docs/segmentation.md) were measured with: window 8, global blocks 2/5/8/11, relative positions.
+_base_ = './_base_/upernet_kat_ade20k-512x512.py'
 
 data_root = 'data/ade/ADEChallengeData2016'
 classes = ('wall', 'building', 'sky', 'floor', 'tree')
@@ -16,10 +18,12 @@ norm_cfg = dict(type='BN', requires_grad=True)
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(img_size=crop_size, window_size=8, drop_path_rate=0.0, init_cfg=None),  # from scratch; 8x8 grid
-    neck=dict(norm_cfg=norm_cfg),
-    decode_head=dict(channels=64, num_classes=num_classes, norm_cfg=norm_cfg),
-    auxiliary_head=dict(channels=32, num_classes=num_classes, norm_cfg=norm_cfg),
+    backbone=dict(
+        arch='tiny', img_size=crop_size, window_size=8, global_blocks=(2, 5, 8, 11), use_rel_pos=True,
+        drop_path_rate=0.0, init_cfg=None),  # from scratch; 8x8 grid
+    neck=dict(embed_dim=192, norm_cfg=norm_cfg),
+    decode_head=dict(in_channels=[192] * 4, channels=64, num_classes=num_classes, norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=192, channels=32, num_classes=num_classes, norm_cfg=norm_cfg),
     test_cfg=dict(_delete_=True, mode='whole'))
 
 train_pipeline = [

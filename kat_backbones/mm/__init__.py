@@ -2,14 +2,16 @@
 
 Imported by ``import kat_backbones`` when mmengine is installed; configs name the modules with the scope prefix:
 ``kat_backbones.KATBackbone``, ``kat_backbones.SimpleFPN``, ``kat_backbones.LN2d`` and
-``kat_backbones.LayerDecayOptimizerConstructor``.
+``kat_backbones.LayerDecayOptimizerConstructor``, ``kat_backbones.Fp16CompressionHook``.
 """
 
-# cls: TimmClassifier, ImageFolderDataset, TimmTransform, Accuracy; checkpoint: safe loading of mmengine checkpoints
+# cls: TimmClassifier, ImageFolderDataset, TimmTransform (metric: mmpretrain's Accuracy);
+# checkpoint: safe loading of mmengine checkpoints
 # (weights_only allow-list); hooks: NonFiniteLossHook, RNGStateHook
 from . import checkpoint, cls, hooks, registry  # noqa: F401
 from .backbone import KATBackbone
 from .cpu_compat import convert_cfg_for_cpu, destroy_distributed, init_cpu_distributed
+from .fp16_compression import Fp16CompressionHook
 from .layer_decay import LayerDecayOptimizerConstructor, get_layer_id
 from .ln2d import LN2d
 from .simple_fpn import SimpleFPN
@@ -20,6 +22,7 @@ __all__ = [
     "SimpleFPN",
     "LN2d",
     "LayerDecayOptimizerConstructor",
+    "Fp16CompressionHook",
     "get_layer_id",
     "convert_cfg_for_cpu",
     "init_cpu_distributed",

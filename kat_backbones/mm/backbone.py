@@ -12,6 +12,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from kat_backbones.checkpoint import TIMM_PREFIX
 from kat_backbones.models.dense import KATDense
 
+from .layer_decay import get_layer_id
 from .registry import MODELS
 
 __all__ = ["KATBackbone"]
@@ -44,6 +45,25 @@ class KATBackbone(KATDense):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.init_cfg = copy.deepcopy(init_cfg)
+
+    def get_layer_depth(self, param_name: str, prefix: str = "") -> tuple[int, int]:
+        """Layer depth of a parameter for layer-wise lr decay, in mmpretrain's convention (as its
+        ``VisionTransformer.get_layer_depth``), so mmpretrain's ``LearningRateDecayOptimWrapperConstructor`` accepts
+        an ``ImageClassifier`` with this backbone.
+
+        Args:
+            param_name (str): Parameter name in the whole model, e.g. ``'backbone.blocks.3.attn.qkv.weight'``.
+            prefix (str): The backbone's prefix in ``param_name`` (``'backbone.'`` from ``ImageClassifier``).
+                Defaults to ''.
+
+        Returns:
+            tuple[int, int]: ``(depth, num_layers + 2)``: 0 for the patch and position embedding, ``i + 1`` for
+            ``blocks.i``, ``num_layers + 1`` for the rest of the backbone and for parameters outside it (neck, head).
+        """
+        total = self.num_layers + 2
+        if not param_name.startswith(prefix):
+            return total - 1, total
+        return get_layer_id(param_name[len(prefix):], self.num_layers), total
 
     def init_weights(self) -> None:
         """Load the ``Pretrained`` checkpoint of ``init_cfg``; other init types go through mmengine."""

@@ -1,4 +1,5 @@
-"""Training hooks for reliable runs: stop on a non-finite loss, resume with the random state of the interrupted run.
+"""Training hooks for reliable runs: stop on a non-finite loss (AMP-aware), resume with the random state of the
+interrupted run.
 
 Both are registered in the ``kat_backbones`` scope and added to every run by ``tools/train.py`` (see
 :func:`add_reliability_hooks`; ``--no-reliability-hooks`` turns that off)::
@@ -51,27 +52,77 @@ class NonFiniteLossError(FloatingPointError):
 
 @HOOKS.register_module()
 class NonFiniteLossHook(Hook):
-    """Stops training at the first iteration whose loss is NaN or infinite (``type='kat_backbones.NonFiniteLossHook'``).
+    """Stops training on a NaN or infinite loss (``type='kat_backbones.NonFiniteLossHook'``), tolerating the
+    occasional overflow of fp16 training with a dynamic loss scaler.
 
     After each training iteration the log variables returned by ``train_step`` (``loss``, ``loss_cls``, ...) are
-    checked; on a non-finite value it logs ``non-finite loss <name>=<value> at iteration N`` as an error and raises
-    :class:`NonFiniteLossError` (``tools/train.py`` then exits with status 3). It runs before the checkpoint, EMA and
-    logger hooks, so the weights of that iteration (already updated with the non-finite gradients) are not saved:
-    the latest checkpoint stays a good one to resume from. In distributed runs the verdict is all-reduced, so every
-    process stops at the same iteration instead of waiting for the stopped one.
+    checked. What happens on a non-finite value depends on the optimizer wrapper:
+
+    - **no dynamic loss scaler** (fp32 ``OptimWrapper``, or an ``AmpOptimWrapper`` whose ``GradScaler`` is disabled
+      or static): the optimizer has already applied the non-finite gradients, so the hook logs
+      ``non-finite loss <name>=<value> at iteration N`` as an error and raises :class:`NonFiniteLossError` at once
+      (``tools/train.py`` then exits with status 3). It runs before the checkpoint, EMA and logger hooks, so the
+      weights of that iteration are never saved: the latest checkpoint stays a good one to resume from.
+    - **fp16 with a dynamic loss scaler** (``AmpOptimWrapper(loss_scale='dynamic')``, or a dict without fixed
+      factors): the scaler saw the non-finite gradients, skipped the optimizer step and lowered the scale, as it
+      does for every fp16 overflow, so the weights are intact. The hook logs a warning with the loss scale and the
+      counts, keeps the run's total in the message hub (runtime info ``nonfinite_loss_iters``, saved with
+      checkpoints), and carries on. It stops
+      (same error and exit status) only when ``max_consecutive`` iterations in a row had a non-finite loss (the
+      forward pass itself overflows, whatever the scale), or when the loss scale fell below ``min_loss_scale``
+      (gradients overflow even unscaled: the run is diverging). The scale is checked every iteration, since
+      gradient overflows skip steps without making the loss non-finite.
+
+    In distributed runs the verdict is all-reduced, so every process counts, skips and stops at the same iteration.
 
     Args:
         keys (Sequence[str], optional): Log variables to check. Defaults to None: every variable whose name contains
             ``'loss'`` (the ones mmengine sums into the loss).
+        max_consecutive (int): With a dynamic loss scaler, stop after this many consecutive iterations with a
+            non-finite loss. Defaults to 10: a scale overflow resolves in one step (the scaler halves the scale and
+            the next batch runs at half the scale), so ten in a row means the forward pass itself produces inf/NaN.
+        min_loss_scale (float): With a dynamic loss scaler, stop when the scale drops below this. Defaults to 1e-4
+            (fairseq's ``--min-loss-scale`` default): from torch's initial 2**16 that is 30 halvings with no
+            recovery in between.
     """
 
     priority = "VERY_HIGH"
 
-    def __init__(self, keys: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, keys: Sequence[str] | None = None, max_consecutive: int = 10, min_loss_scale: float = 1e-4
+    ) -> None:
+        if int(max_consecutive) != max_consecutive or max_consecutive < 1:
+            raise ValueError(f"max_consecutive must be an integer >= 1, got {max_consecutive!r}")
+        if not min_loss_scale >= 0:
+            raise ValueError(f"min_loss_scale must be >= 0, got {min_loss_scale!r}")
         self.keys = None if keys is None else tuple(keys)
+        self.max_consecutive = int(max_consecutive)
+        self.min_loss_scale = float(min_loss_scale)
+        self.consecutive = 0  #: non-finite iterations in a row (dynamic loss scaling only)
+        self.total = 0  #: non-finite iterations of this run so far (dynamic loss scaling only)
 
     def _checked(self, name: str) -> bool:
         return "loss" in name if self.keys is None else name in self.keys
+
+    @staticmethod
+    def dynamic_loss_scaler(runner) -> Any | None:
+        """The enabled dynamic ``GradScaler`` of ``runner.optim_wrapper`` (mmengine's ``AmpOptimWrapper``: the
+        ``loss_scaler`` attribute; one of an ``OptimWrapperDict``'s wrappers), or None for fp32, bf16 without a
+        scaler, and static loss scales."""
+        wrapper = getattr(runner, "optim_wrapper", None)
+        wrappers = list(wrapper.values()) if hasattr(wrapper, "values") else [wrapper]
+        for w in wrappers:
+            scaler = getattr(w, "loss_scaler", None)
+            if scaler is None or not scaler.is_enabled():
+                continue
+            # mmengine's float loss_scale keeps the scale fixed through update(new_scale); a dict may set the factors
+            if getattr(w, "_scale_update_param", None) is None and scaler.get_backoff_factor() < 1.0:
+                return scaler
+        return None
+
+    def _stop(self, message: str, iteration: int, bad: dict[str, float]) -> None:
+        print_log(message, logger="current", level=logging.ERROR)
+        raise NonFiniteLossError(message, iteration, bad)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
         bad: dict[str, float] = {}
@@ -86,25 +137,62 @@ class NonFiniteLossHook(Hook):
             flag = torch.tensor([float(any_bad)])
             all_reduce(flag, op="max")
             any_bad = bool(flag.item() > 0)
-        if not any_bad:
-            return
 
         iteration = runner.iter + 1
         where = f"at iteration {iteration}"
         if isinstance(runner.train_loop, EpochBasedTrainLoop):
             where += f" (epoch {runner.epoch + 1}, batch {batch_idx + 1})"
         if bad:
-            values = ", ".join(f"{name}={value}" for name, value in bad.items())
-            message = f"non-finite loss {values} {where}"
+            message = "non-finite loss " + ", ".join(f"{name}={value}" for name, value in bad.items()) + f" {where}"
         else:
             message = f"non-finite loss in another process {where}"
-        message += (
-            "; training stopped, the weights of this iteration were not saved. Resume from the last checkpoint "
-            "(tools/train.py CONFIG --resume) with a lower learning rate, gradient clipping (optim_wrapper.clip_grad) "
-            "or without mixed precision."
+        resume_hint = (
+            "Resume from the last checkpoint (tools/train.py CONFIG --resume) with a lower learning rate, gradient "
+            "clipping (optim_wrapper.clip_grad) or without mixed precision."
         )
-        print_log(message, logger="current", level=logging.ERROR)
-        raise NonFiniteLossError(message, iteration, bad)
+
+        scaler = self.dynamic_loss_scaler(runner)
+        if scaler is None:
+            if any_bad:
+                self._stop(
+                    f"{message}; training stopped, the weights of this iteration were not saved. {resume_hint}",
+                    iteration,
+                    bad,
+                )
+            return
+
+        scale = float(scaler.get_scale())  # after this iteration's update()
+        if any_bad:
+            self.consecutive += 1
+            self.total += 1
+        else:
+            self.consecutive = 0
+        message_hub = getattr(runner, "message_hub", None)
+        if message_hub is not None and any_bad:
+            message_hub.update_info("nonfinite_loss_iters", self.total)
+        if any_bad and self.consecutive >= self.max_consecutive:
+            self._stop(
+                f"{message}: {self.consecutive} consecutive iterations with a non-finite loss (max_consecutive="
+                f"{self.max_consecutive}, loss scale {scale:g}); training stopped. The fp16 forward pass overflows "
+                f"whatever the loss scale; the weights are those of the last finite step. {resume_hint}",
+                iteration,
+                bad,
+            )
+        if scale < self.min_loss_scale:
+            self._stop(
+                f"loss scale collapsed to {scale:g} (< min_loss_scale={self.min_loss_scale:g}) {where}: gradients "
+                f"overflow even unscaled, the run is diverging; training stopped. {resume_hint}",
+                iteration,
+                bad,
+            )
+        if any_bad:
+            print_log(
+                f"{message}: fp16 overflow, the dynamic loss scaler skipped this step (loss scale now {scale:g}); "
+                f"{self.consecutive} in a row, {self.total} in this run (stops at {self.max_consecutive} in a row "
+                f"or a scale below {self.min_loss_scale:g})",
+                logger="current",
+                level=logging.WARNING,
+            )
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -21,7 +21,8 @@ from .registry import OPTIM_WRAPPER_CONSTRUCTORS
 __all__ = ["LayerDecayOptimizerConstructor", "get_layer_id"]
 
 _NORM_TYPES = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)  # LN2d is an nn.LayerNorm
-_POS_NAMES = ("pos_embed", "cls_token", "rel_pos_h", "rel_pos_w")
+_POS_NAMES = ("pos_embed", "cls_token")
+_REL_POS_NAMES = ("rel_pos_h", "rel_pos_w")
 _RATIONAL_NAMES = ("weight_numerator", "weight_denominator")
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
 
@@ -62,12 +63,23 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     - ``backbone`` (str): Attribute of the model holding the backbone. Defaults to ``'backbone'`` (a bare backbone
       model works too).
     - ``norm_decay_mult`` (float): Parameters of norm layers (LayerNorm, LN2d, BN, GN). Defaults to 0.
+    - ``norm_decay_scope`` (str): Where ``norm_decay_mult`` applies: ``'all'`` (every norm layer of the model) or
+      ``'backbone'`` (only the backbone's; neck and head norms are decayed like weights, as in ViTDet). Defaults to
+      ``'all'``.
     - ``bias_decay_mult`` (float): Other biases. Defaults to 0.
-    - ``pos_embed_decay_mult`` (float): ``pos_embed``, ``cls_token``, ``rel_pos_h``/``rel_pos_w``. Defaults to 0.
+    - ``pos_embed_decay_mult`` (float): ``pos_embed``, ``cls_token``. Defaults to 0.
+    - ``rel_pos_decay_mult`` (float): ``rel_pos_h``/``rel_pos_w``. Defaults to ``pos_embed_decay_mult``.
     - ``rational_decay_mult`` (float): GR-KAN coefficients ``weight_numerator``/``weight_denominator``. Defaults to 0
       (the reference ImageNet recipe decays them; set 1.0 for that).
     - ``custom_keys`` (dict): ``{substring: dict(lr_mult=..., decay_mult=...)}``; the first match (longest key first)
       multiplies on top of the rules above.
+
+    Published rule sets, written with these keys (``configs/mmdet``, ``configs/mmseg``; docs/recipes.md):
+
+    - ViTDet (mmdet ``projects/ViTDet``): only the backbone's norms and ``pos_embed`` undecayed:
+      ``norm_decay_scope='backbone', bias_decay_mult=1.0, rel_pos_decay_mult=1.0, rational_decay_mult=1.0``.
+    - mmseg's MAE/BEiT constructor: 1-D tensors and biases undecayed (``pos_embed`` is 3-D and decayed):
+      ``pos_embed_decay_mult=1.0, rational_decay_mult=1.0``.
 
     Args:
         optim_wrapper_cfg (dict): The optimizer-wrapper config (``optimizer`` inside).
@@ -102,10 +114,15 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             "pos": float(cfg.get("pos_embed_decay_mult", 0.0)),
             "rational": float(cfg.get("rational_decay_mult", 0.0)),
         }
+        mults["rel_pos"] = float(cfg.get("rel_pos_decay_mult", mults["pos"]))
+        norm_scope = cfg.get("norm_decay_scope", "all")
+        if norm_scope not in ("all", "backbone"):
+            raise ValueError(f"paramwise_cfg.norm_decay_scope must be 'all' or 'backbone', got {norm_scope!r}")
         custom_keys = cfg.get("custom_keys", {})
         sorted_keys = sorted(sorted(custom_keys), key=len, reverse=True)
 
-        norm_params = {id(p) for m in module.modules() if isinstance(m, _NORM_TYPES) for p in m.parameters(False)}
+        norm_root = module if norm_scope == "all" else backbone
+        norm_params = {id(p) for m in norm_root.modules() if isinstance(m, _NORM_TYPES) for p in m.parameters(False)}
 
         groups: dict[str, dict[str, Any]] = {}
         for name, param in module.named_parameters():
@@ -122,6 +139,8 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 kind = "rational"
             elif leaf in _POS_NAMES:
                 kind = "pos"
+            elif leaf in _REL_POS_NAMES:
+                kind = "rel_pos"
             elif leaf == "bias":
                 kind = "bias"
             else:

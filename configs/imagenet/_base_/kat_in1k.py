@@ -65,7 +65,7 @@ val_dataloader = dict(
         test_mode=True,
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='kat_backbones.Accuracy', topk=(1, 5))
+val_evaluator = dict(type='mmpretrain.Accuracy', topk=(1, 5))  # in percent: accuracy/top1, accuracy/top5
 test_evaluator = val_evaluator
 
 max_epochs = 300

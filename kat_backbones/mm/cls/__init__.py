@@ -4,13 +4,13 @@
   and soft-target / label-smoothing losses; :class:`ClsDataPreprocessor` batches its inputs.
 - :class:`ImageFolderDataset` (``kat_backbones.ImageFolderDataset``): ``<split>/<class>/<image>`` folders.
 - :class:`TimmTransform` (``kat_backbones.TimmTransform``): image loading + :func:`timm.data.create_transform`.
-- :class:`Accuracy` (``kat_backbones.Accuracy``): top-1 / top-5 accuracy.
+
+Metric: mmpretrain's ``Accuracy`` (``type='mmpretrain.Accuracy'``) reads :meth:`TimmClassifier.predict`'s outputs.
 
 Configs: ``configs/imagenet/`` (see docs/classification.md).
 """
 
 from .classifier import ClsDataPreprocessor, TimmClassifier
 from .dataset import IMG_EXTENSIONS, ImageFolderDataset, TimmTransform
-from .metric import Accuracy
 
-__all__ = ["Accuracy", "ClsDataPreprocessor", "IMG_EXTENSIONS", "ImageFolderDataset", "TimmClassifier", "TimmTransform"]
+__all__ = ["ClsDataPreprocessor", "IMG_EXTENSIONS", "ImageFolderDataset", "TimmClassifier", "TimmTransform"]

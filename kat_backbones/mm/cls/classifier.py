@@ -1,9 +1,9 @@
 """Image classification with mmengine's Runner: any timm model (KAT included) as an mmengine ``BaseModel``.
 
 ``type='kat_backbones.TimmClassifier'`` builds the network from timm's registry by name, trains it with timm's
-Mixup/CutMix and soft-target / label-smoothing cross-entropy, and predicts class scores for
-:class:`kat_backbones.mm.cls.Accuracy`. Batches come from :class:`~kat_backbones.mm.cls.ImageFolderDataset` with the
-:class:`~kat_backbones.mm.cls.TimmTransform` pipeline (already normalised tensors) through
+Mixup/CutMix and soft-target / label-smoothing cross-entropy, and predicts class scores for mmpretrain's
+``Accuracy`` (``type='mmpretrain.Accuracy'``). Batches come from :class:`~kat_backbones.mm.cls.ImageFolderDataset`
+with the :class:`~kat_backbones.mm.cls.TimmTransform` pipeline (already normalised tensors) through
 :class:`ClsDataPreprocessor`.
 """
 
@@ -158,7 +158,8 @@ class TimmClassifier(BaseModel):
             inputs (torch.Tensor): Images ``(B, 3, H, W)``, normalised.
             data_samples (torch.Tensor, optional): Class indices ``(B,)``; required for ``'loss'``.
             mode (str): ``'loss'`` -> ``dict(loss=...)``; ``'predict'`` -> one dict per image with
-                ``pred_score`` (softmax, ``(num_classes,)``), ``pred_label`` and ``gt_label`` when labels are given;
+                ``pred_score`` (softmax, ``(num_classes,)``), ``pred_label`` and ``gt_label`` when labels are given
+                (``(1,)`` tensors, the layout of mmpretrain's ``DataSample`` that its ``Accuracy`` concatenates);
                 ``'tensor'`` -> logits ``(B, num_classes)``. Defaults to ``'tensor'``.
         """
         if mode == "loss":
@@ -188,8 +189,8 @@ class TimmClassifier(BaseModel):
         pred = scores.argmax(dim=-1)
         outputs = []
         for i in range(scores.shape[0]):
-            out = dict(pred_score=scores[i], pred_label=pred[i])
+            out = dict(pred_score=scores[i], pred_label=pred[i : i + 1])
             if labels is not None:
-                out["gt_label"] = labels[i]
+                out["gt_label"] = labels[i : i + 1]
             outputs.append(out)
         return outputs
