@@ -105,13 +105,15 @@ def _safetensors_device(map_location: Any) -> str:
     return str(map_location) if isinstance(map_location, (str, torch.device)) else "cpu"
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> Any:
     """Reads the whole object stored in a checkpoint file, safely (module docstring: sources, allow-list, errors).
 
     Args:
         path (str | os.PathLike): A ``.safetensors`` file or a torch file.
         map_location: As :func:`torch.load` (a device for safetensors; anything else reads to CPU). Defaults to
             ``'cpu'``.
+        mmap (bool): Torch files: map the tensors instead of reading them (``torch.load(mmap=True)``), for a cheap
+            look at the metadata of a large checkpoint. Defaults to False.
 
     Returns:
         The stored object: a dict of tensors for ``.safetensors``; for torch files whatever was saved (a state dict,
@@ -134,7 +136,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         except SafetensorError as err:
             raise CorruptCheckpointError(path, f"SafetensorError: {err}") from err
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         message = str(err)
         found = _GLOBAL_RE.search(message)

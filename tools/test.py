@@ -6,7 +6,9 @@
 
 As tools/train.py: the registry scope is the config's ``default_scope``, and without CUDA (or with ``--cpu``) the
 config is made CPU-runnable (SyncBN -> BN, nccl -> gloo, CPU process group under ``--launcher pytorch``); the
-start-up both share is :mod:`kat_backbones.apps.runner`.
+start-up both share is :mod:`kat_backbones.apps.runner`. A checkpoint that does not fit the config's model (another
+size, task or architecture) is refused with the number of matching tensors and what is missing;
+``--allow-partial-load`` evaluates it anyway (:mod:`kat_backbones.mm.fault_tolerance`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ if __name__ == "__main__" and {"--cpu", "--cp"} & set(sys.argv[1:]):  # --cpu (o
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch is imported
 
 from mmengine.config import Config  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
 
 from kat_backbones.apps import runner  # noqa: E402
+from kat_backbones.mm.fault_tolerance import add_fault_tolerance  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,6 +40,9 @@ def build_cfg(args: argparse.Namespace) -> Config:
     """Load the config and apply the command-line settings."""
     cfg = runner.load_config(args)
     cfg.load_from = args.checkpoint
+    # a checkpoint that does not fit the model is refused (--allow-partial-load); samples that fail name their file
+    for change in add_fault_tolerance(cfg, training=False, allow_partial_load=args.allow_partial_load):
+        print_log(change, logger="current")
     if args.out is not None:
         if not args.out.endswith((".pkl", ".pickle")):
             raise ValueError("--out must be a .pkl or .pickle file")

@@ -5,6 +5,7 @@
     python tools/train.py CONFIG --resume                 # resume from the latest checkpoint in the work dir
     python tools/train.py CONFIG --resume PATH.pth        # resume from PATH
     tools/dist_train.sh CONFIG 8 [args]                   # 8 processes via torchrun (--launcher pytorch)
+    tools/slurm_train.sh PARTITION JOB CONFIG WORK_DIR    # Slurm (srun, --launcher slurm; requeued on preemption)
 
 The registry scope is the config's ``default_scope`` (``mmdet`` or ``mmseg``); ``kat_backbones`` is imported so the
 configs' ``custom_imports`` and ``kat_backbones.*`` types resolve. Without CUDA (or with ``--cpu``) the config is made
@@ -14,7 +15,12 @@ under ``--launcher pytorch`` a gloo process group with a CPU DDP wrapper.
 Reliability (docs/reliability.md): checkpoints load with ``weights_only=True`` and an allow-list of exactly the globals
 mmengine stores (:mod:`kat_backbones.mm.checkpoint`); ``kat_backbones.NonFiniteLossHook`` (stop at the first NaN/inf
 loss, exit status 3) and ``kat_backbones.RNGStateHook`` (random states in checkpoints, exact resume) are added to
-``custom_hooks`` unless ``--no-reliability-hooks``.
+``custom_hooks`` unless ``--no-reliability-hooks``. Fault tolerance (:mod:`kat_backbones.mm.fault_tolerance`, unless
+``--no-fault-tolerance``): checkpoints are written atomically; SIGTERM/SIGUSR1 finish the iteration, save a checkpoint
+and exit with status 75; one run per work dir; a checkpoint that does not fit the model is refused
+(``--allow-partial-load`` to load it anyway); ``--resume`` takes the checkpoint inside the work dir (even when the dir
+was moved) and its seed, and logs the changed training fields and which value wins; data workers die with the
+process; a sample that fails to load names its file.
 
 The start-up shared with tools/test.py (common options, config loading, CPU conversion, running and teardown) is
 :mod:`kat_backbones.apps.runner`; this file holds what only training does.
@@ -34,7 +40,9 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
 from kat_backbones.apps import runner  # noqa: E402
+from kat_backbones.mm.fault_tolerance import add_fault_tolerance  # noqa: E402
 from kat_backbones.mm.hooks import add_reliability_hooks  # noqa: E402
+from kat_backbones.mm.resume import find_resume_checkpoint, use_checkpoint_seed  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,6 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-reliability-hooks",
         action="store_true",
         help="don't add kat_backbones.NonFiniteLossHook and kat_backbones.RNGStateHook to custom_hooks",
+    )
+    parser.add_argument(
+        "--no-fault-tolerance",
+        action="store_true",
+        help="plain mmengine: no atomic checkpoints, preemption handling, work-dir lock, resume and checkpoint checks, "
+        "dataset guard (kat_backbones.mm.fault_tolerance)",
     )
     return runner.parse_args(parser, argv)
 
@@ -88,12 +102,22 @@ def build_cfg(args: argparse.Namespace) -> Config:
     if args.resume == "auto":
         cfg.resume = True
         cfg.load_from = None
+        if not args.no_fault_tolerance:  # the checkpoint inside this work dir, even if last_checkpoint points elsewhere
+            cfg.load_from = find_resume_checkpoint(cfg.work_dir)
+            cfg.resume = cfg.load_from is not None
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    if cfg.get("resume") and cfg.get("load_from") and not args.no_fault_tolerance:
+        change = use_checkpoint_seed(cfg, cfg.load_from)  # exact resume without a seed in the config
+        if change:
+            print_log(change, logger="current")
 
     if not args.no_reliability_hooks:
         for change in add_reliability_hooks(cfg):
+            print_log(change, logger="current")
+    if not args.no_fault_tolerance:
+        for change in add_fault_tolerance(cfg, training=True, allow_partial_load=args.allow_partial_load):
             print_log(change, logger="current")
     return runner.make_cpu_runnable(cfg, args)
 

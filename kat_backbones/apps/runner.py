@@ -29,7 +29,9 @@ from mmengine.runner import Runner
 import kat_backbones.models  # noqa: F401  (registers the timm KAT models)
 from kat_backbones.mm import convert_cfg_for_cpu, destroy_distributed, init_cpu_distributed
 from kat_backbones.mm.checkpoint import install_safe_checkpoint_loading
+from kat_backbones.mm.fault_tolerance import close_run
 from kat_backbones.mm.hooks import NONFINITE_LOSS_EXIT_CODE, NonFiniteLossError
+from kat_backbones.mm.preemption import PREEMPTED_EXIT_CODE, PreemptedError
 
 __all__ = ["add_common_args", "parse_args", "load_config", "make_cpu_runnable", "on_cpu", "run"]
 
@@ -45,8 +47,14 @@ def add_common_args(parser: argparse.ArgumentParser, mode: str, work_dir_help: s
         action=DictAction,
         help=f"override config settings, key=value pairs (e.g. {cfg_options_example})",
     )
-    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="job launcher")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none", help="job launcher")
     parser.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
+    parser.add_argument(
+        "--allow-partial-load",
+        action="store_true",
+        help="load a checkpoint that leaves model tensors unfilled (refused by default: another model's file); "
+        "the unfilled tensors keep their init",
+    )
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,7 +102,8 @@ def run(cfg: Config, mode: str) -> None:
     ``'test'``).
 
     Checkpoints load with ``weights_only=True`` and the mmengine allow-list (docs/reliability.md). A stop of
-    ``kat_backbones.NonFiniteLossHook`` exits with its own status, so that schedulers don't just retry. At the end
+    ``kat_backbones.NonFiniteLossHook`` exits with its own status (3), so that schedulers don't just retry; a stop of
+    ``kat_backbones.PreemptionHook`` (SIGTERM/SIGUSR1, checkpoint written) with 75, so that they do. At the end
     the Runner (its DDP wrapper) is freed and then the process group, else gloo can abort at exit under torchrun.
     """
     if mode not in ("train", "test"):
@@ -105,6 +114,9 @@ def run(cfg: Config, mode: str) -> None:
         getattr(runner, mode)()
     except NonFiniteLossError as err:  # logged by the hook
         raise SystemExit(NONFINITE_LOSS_EXIT_CODE) from err
+    except PreemptedError as err:  # checkpoint written (logged by the hook); tools/slurm_train.sh requeues on it
+        raise SystemExit(PREEMPTED_EXIT_CODE) from err
     finally:
+        close_run(runner)  # work-dir lock, signal handlers: also when the run ended with an exception
         del runner
         destroy_distributed()

@@ -6,9 +6,22 @@ Imported by ``import kat_backbones`` when mmengine is installed; configs name th
 """
 
 # cls: TimmClassifier, ImageFolderDataset, TimmTransform (metric: mmpretrain's Accuracy);
-# checkpoint: safe loading of mmengine checkpoints
-# (weights_only allow-list); hooks: NonFiniteLossHook, RNGStateHook
-from . import checkpoint, cls, hooks, registry  # noqa: F401
+# checkpoint: safe loading of mmengine checkpoints (weights_only allow-list); hooks: NonFiniteLossHook, RNGStateHook;
+# fault tolerance (kat_backbones.mm.fault_tolerance): AtomicCheckpointHook, PreemptionHook, WorkDirLockHook,
+# ResumeCheckHook, CheckpointFitHook, DistRNGStateHook, GuardedDataset
+from . import (  # noqa: F401
+    atomic_checkpoint,
+    checkpoint,
+    checkpoint_fit,
+    cls,
+    dist_rng,
+    guarded_dataset,
+    hooks,
+    preemption,
+    registry,
+    resume,
+    work_dir_lock,
+)
 from .backbone import KATBackbone
 from .cpu_compat import convert_cfg_for_cpu, destroy_distributed, init_cpu_distributed
 from .fp16_compression import Fp16CompressionHook

@@ -31,7 +31,9 @@ class KATBackbone(KATDense):
       The cls token and classifier are dropped, the position embedding is resized to the ``pretrain_img_size`` grid
       (the model interpolates it to the feature grid at run time), and missing/unexpected keys are logged to the
       mmengine logger. A ViT checkpoint loaded into a KAT backbone fills everything but the rationals, which keep
-      their init (the paper's "KAT from ViT");
+      their init (the paper's "KAT from ViT"). A checkpoint that leaves other tensors unfilled (another size,
+      another architecture) is refused with :class:`~kat_backbones.models.state_fit.CheckpointMismatchError` unless
+      the init_cfg says ``allow_partial=True``;
     - other types (e.g. ``TruncNormal``) are handed to :func:`mmengine.model.initialize`.
 
     Args:
@@ -77,5 +79,10 @@ class KATBackbone(KATDense):
             if isinstance(checkpoint, str) and "://" in checkpoint and not checkpoint.startswith(TIMM_PREFIX):
                 # URLs and mmengine's schemes (open-mmlab://, torchvision://, ...): fetched by mmengine's loader
                 checkpoint = CheckpointLoader.load_checkpoint(checkpoint, map_location="cpu")
-            self.load_pretrained(checkpoint, prefix=cfg.get("prefix"), logger=MMLogger.get_current_instance())
+            self.load_pretrained(
+                checkpoint,
+                prefix=cfg.get("prefix"),
+                logger=MMLogger.get_current_instance(),
+                allow_partial=cfg.get("allow_partial", False),
+            )
         self.is_init = True

@@ -7,6 +7,7 @@ coefficients.
 
 from __future__ import annotations
 
+import numbers
 import re
 from typing import Any
 
@@ -85,6 +86,16 @@ class LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         optim_wrapper_cfg (dict): The optimizer-wrapper config (``optimizer`` inside).
         paramwise_cfg (dict, optional): See above. Defaults to None.
     """
+
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict | None = None) -> None:
+        # build-time validation (docs/reliability.md): a string lr would fail deep inside add_params
+        optimizer = optim_wrapper_cfg.get("optimizer") if isinstance(optim_wrapper_cfg, dict) else None
+        lr = optimizer.get("lr") if isinstance(optimizer, dict) else None
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, numbers.Real)):
+            raise TypeError(f"optim_wrapper.optimizer.lr must be a number, got {type(lr).__name__} {lr!r}")
+        if lr is not None and lr < 0:
+            raise ValueError(f"optim_wrapper.optimizer.lr must be >= 0, got {lr!r}")
+        super().__init__(optim_wrapper_cfg, paramwise_cfg)
 
     def add_params(self, params: list[dict], module: nn.Module, **kwargs: Any) -> None:
         """Append the parameter groups of ``module`` to ``params`` (in place)."""

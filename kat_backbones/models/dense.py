@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import re
 from functools import partial
@@ -34,6 +35,7 @@ from kat_backbones.layers import KAN
 
 from .karat import AttnType, apply_karat_to_dense_blocks
 from .kat import KAT_ARCHS
+from .state_fit import CheckpointMismatchError, compare_state
 
 __all__ = ["KATDense", "checkpoint_filter_fn"]
 
@@ -104,6 +106,10 @@ def _summarize_keys(keys: Sequence[str]) -> str:
         counts[pattern] = counts.get(pattern, 0) + 1
     return ", ".join(f"{k} (x{n})" if n > 1 else k for k, n in counts.items())
 
+
+
+def _is_rational(key: str) -> bool:
+    return key.endswith((".weight_numerator", ".weight_denominator"))
 
 class KATDense(nn.Module):
     """KAT / ViT backbone for dense prediction (ViTDet-style, plain, single scale).
@@ -186,7 +192,13 @@ class KATDense(nn.Module):
         self.num_heads = int(arch_cfg["num_heads"])
         self.img_size = _to_2tuple(img_size)
         self.patch_size = int(patch_size)
-        self.window_size = int(window_size)
+        # build-time validation (docs/reliability.md): these would fail at the first forward
+        if isinstance(window_size, bool) or not isinstance(window_size, int):
+            raise TypeError(f"window_size must be an int (side of the square window; 0: global), got {window_size!r}")
+        dpr = drop_path_rate
+        if isinstance(dpr, bool) or not isinstance(dpr, numbers.Real) or not 0 <= dpr < 1:
+            raise ValueError(f"drop_path_rate must be a number in [0, 1) (the last block's drop rate), got {dpr!r}")
+        self.window_size = window_size
         # --- build-time validation (docs/reliability.md) ------------------------------------------------------------
         if self.img_size[0] % self.patch_size or self.img_size[1] % self.patch_size:
             raise ValueError(
@@ -287,11 +299,15 @@ class KATDense(nn.Module):
         checkpoint: str | os.PathLike | Mapping[str, torch.Tensor],
         prefix: str | None = None,
         logger: logging.Logger | None = None,
+        allow_partial: bool | None = False,
     ) -> tuple[list[str], list[str]]:
         """Load a timm KAT/ViT (or ViTDet-layout) checkpoint, converting it with :func:`checkpoint_filter_fn`.
 
-        Tensors whose shape still differs from the model's after the conversion are skipped (logged as warnings)
-        and stay at their init, like the missing ones.
+        A checkpoint that leaves model tensors unfilled (missing, or of another shape after the conversion) is
+        refused unless ``allow_partial``, except for the tensors a plain timm file cannot have: the ViTDet
+        relative-position tables (zero init) and, when the file has no rational at all (a ViT/DeiT into KAT: the
+        paper's "KAT from ViT"), the rational coefficients, which keep their init (logged). With ``allow_partial``,
+        tensors of another shape are skipped (logged as warnings) and stay at their init, like the missing ones.
 
         Args:
             checkpoint (str | os.PathLike | Mapping): A file (``.pth``, ``.safetensors``), ``timm:NAME[.TAG]`` or a
@@ -299,12 +315,16 @@ class KATDense(nn.Module):
             prefix (str, optional): Only keys starting with this prefix are used, with the prefix removed (e.g.
                 ``'backbone.'`` for a detector checkpoint). Defaults to None.
             logger (logging.Logger, optional): Where the summary goes. Defaults to this module's logger.
+            allow_partial (bool): Load a checkpoint that leaves model tensors unfilled. Defaults to False.
 
         Returns:
             tuple[list[str], list[str]]: Missing and unexpected keys (after conversion).
 
         Raises:
             KeyError: No key starts with ``prefix``.
+            CheckpointMismatchError: The checkpoint leaves other tensors unfilled (e.g. a KAT-S file into KAT-T, a
+                ResNet file) and ``allow_partial`` is False; the message says how many tensors matched and what is
+                missing.
         """
         logger = logger or _logger
         source = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else "<state dict>"
@@ -316,10 +336,23 @@ class KATDense(nn.Module):
         else:
             state = read_state_dict(checkpoint)
         state = checkpoint_filter_fn(state, self)
-        own = self.state_dict()
-        mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-        for k in mismatched:
-            logger.warning(f"KATDense: skipping {k}: shape {tuple(state[k].shape)} != {tuple(own[k].shape)}")
+        fit = compare_state(self.state_dict(), state)
+        no_rationals = not any(_is_rational(k) for k in state)
+        unfilled = [k for k in fit.missing if not (".attn.rel_pos_" in k or (no_rationals and _is_rational(k)))]
+        if (unfilled or fit.mismatched) and not allow_partial:
+            raise CheckpointMismatchError(
+                f"KATDense: refusing to load {source}: {fit.describe('it')}. It is not a checkpoint of this model "
+                "(another size or architecture?). To load the matching tensors anyway and keep the others at their "
+                "init, pass allow_partial=True (init_cfg=dict(type='Pretrained', checkpoint=..., allow_partial=True)).",
+                fit,
+            )
+        if no_rationals and any(_is_rational(k) for k in fit.missing):
+            logger.info(
+                f"KATDense: {source} has no rational coefficients (a ViT/MLP checkpoint): the "
+                f"{sum(_is_rational(k) for k in fit.missing)} rational tensors keep their init (KAT from ViT)"
+            )
+        for k, theirs, ours in fit.mismatched:
+            logger.warning(f"KATDense: skipping {k}: shape {theirs} != {ours} (allow_partial=True)")
             state.pop(k)
         missing, unexpected = self.load_state_dict(state, strict=False)
         logger.info(f"KATDense: loaded {len(state) - len(unexpected)} tensors from {source}")

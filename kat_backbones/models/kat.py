@@ -24,6 +24,7 @@ for the reference code's trunc_normal(std=0.02), with which the released checkpo
 
 from __future__ import annotations
 
+import numbers
 from functools import partial
 from typing import Any, Mapping
 
@@ -104,7 +105,11 @@ def create_kat(
             ``out_indices``, ...).
     """
     out_indices = kwargs.pop("out_indices", 3)
-    # build-time validation (docs/reliability.md): timm would silently drop the border pixels
+    # build-time validation (docs/reliability.md): timm would fail at the first forward (drop_path_rate >= 1 in
+    # bernoulli_) or silently drop the border pixels (img_size)
+    dpr = kwargs.get("drop_path_rate", 0.0)
+    if isinstance(dpr, bool) or not isinstance(dpr, numbers.Real) or not 0 <= dpr < 1:
+        raise ValueError(f"drop_path_rate must be a number in [0, 1) (the last block's drop rate), got {dpr!r}")
     img_size, patch_size = kwargs.get("img_size", 224), kwargs.get("patch_size", 16)
     img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     patch_hw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)

@@ -24,6 +24,7 @@ from mmengine.fileio import get
 from PIL import Image
 from timm.data import create_transform
 
+from ..guarded_dataset import SampleLoadError
 from ..registry import DATASETS, TRANSFORMS
 
 __all__ = ["IMG_EXTENSIONS", "ImageFolderDataset", "TimmTransform"]
@@ -58,7 +59,13 @@ class TimmTransform:
     def __call__(self, results: dict) -> dict:
         img = results.get("img")
         if img is None:
-            img = Image.open(io.BytesIO(get(results["img_path"], backend_args=self.backend_args)))
+            path = results["img_path"]
+            try:  # PIL decodes lazily: convert() is where a truncated file fails
+                img = Image.open(io.BytesIO(get(path, backend_args=self.backend_args))).convert("RGB")
+            except (OSError, ValueError, SyntaxError) as err:  # PIL: UnidentifiedImageError / truncated / bad header
+                raise SampleLoadError(
+                    f"cannot read image {path} (sample index {results.get('sample_idx')}): {type(err).__name__}: {err}"
+                ) from err
         elif not isinstance(img, Image.Image):
             img = Image.fromarray(img)
         return dict(inputs=self.transform(img.convert("RGB")), data_samples=results["gt_label"])
