@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kat_backbones.models.dense import ARCH_SETTINGS
+from kat_backbones.models.kat import KAT_ARCHS
 
 __all__ = ["backbone_width", "check_widths"]
 
@@ -25,7 +25,7 @@ def backbone_width(backbone: Any) -> int | None:
         return None
     arch = backbone.get("arch", "tiny")
     if isinstance(arch, str):
-        return ARCH_SETTINGS[arch]["embed_dims"] if arch in ARCH_SETTINGS else None
+        return KAT_ARCHS[arch]["embed_dim"] if arch in KAT_ARCHS else None
     if isinstance(arch, dict) and isinstance(arch.get("embed_dims"), int):
         return arch["embed_dims"]
     return None
