@@ -52,11 +52,12 @@ _RULES: tuple[tuple[str, str, str], ...] = (
 
 
 def find_resume_checkpoint(work_dir: str) -> str | None:
-    """The checkpoint ``--resume`` should continue from, inside ``work_dir``.
+    """The checkpoint ``--resume`` should continue from.
 
     ``last_checkpoint`` names it; when that path is elsewhere (the work dir was moved or copied) the file of the same
-    name in ``work_dir`` is used. Without ``last_checkpoint``, or when its file is gone, the newest ``*.pth`` of
-    ``work_dir`` (by modification time; checkpoints are only ever complete under their final name) is used.
+    name in ``work_dir`` is used if there is one, else the recorded path (checkpoints saved to another ``out_dir``).
+    Without ``last_checkpoint``, or when its file is gone, the newest ``*.pth`` of ``work_dir`` (by modification time;
+    checkpoints are only ever complete under their final name) is used.
     :class:`ResumeCheckHook` logs such a substitution in the run's log.
 
     Returns:
@@ -68,6 +69,8 @@ def find_resume_checkpoint(work_dir: str) -> str | None:
         local = osp.join(work_dir, osp.basename(recorded))
         if osp.isfile(local):
             return local
+        if osp.isfile(recorded) or "://" in recorded:  # CheckpointHook(out_dir=...) elsewhere, or remote storage
+            return recorded
     candidates = sorted(glob.glob(osp.join(glob.escape(work_dir), "*.pth")), key=osp.getmtime)
     if not candidates and recorded is not None:
         print_log(
