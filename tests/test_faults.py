@@ -624,3 +624,30 @@ def test_two_process_detection_killed_after_checkpoint_resumes_exactly(coco_demo
     assert_same_state(a["state_dict"], b["state_dict"])
     losses = [c["message_hub"]["log_scalars"]["train/loss"].data[0].tolist() for c in (a, b)]
     assert len(losses[0]) == 4 and losses[0] == losses[1]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 2. tools/slurm_train.sh (srun and scontrol replaced by recording shims: no Slurm here)
+
+
+@pytest.mark.parametrize(("status", "requeued"), [(75, True), (0, False), (3, False)])
+def test_slurm_train_requeues_only_a_preempted_job(tmp_path, status, requeued):
+    """srun runs tools/train.py with --launcher=slurm and --resume; exit status 75 (preempted, checkpoint written)
+    requeues the batch job, any other status is passed through without a requeue."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, code in (("srun", status), ("scontrol", 0)):
+        shim = bin_dir / name
+        shim.write_text(f'#!/usr/bin/env bash\necho "{name} $*" >> {tmp_path / "calls"}\nexit {code}\n')
+        shim.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", SLURM_JOB_ID="4242", GPUS="16")
+    cmd = ["bash", "tools/slurm_train.sh", "gpu", "kat_b", "configs/mmdet/kat_b_maskrcnn.py", "work_dirs/x", "--amp"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == status, proc.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    srun = calls[0]
+    assert srun.startswith("srun -p gpu --job-name=kat_b --gres=gpu:8 --ntasks=16 --ntasks-per-node=8")
+    assert "--kill-on-bad-exit=1" in srun and srun.endswith(
+        "tools/train.py configs/mmdet/kat_b_maskrcnn.py --work-dir=work_dirs/x --launcher=slurm --resume --amp"
+    )
+    assert calls[1:] == (["scontrol requeue 4242"] if requeued else [])
