@@ -404,7 +404,7 @@ def test_test_tool_refuses_another_models_checkpoint(cls_run, tmp_path):
     assert "model.blocks.*.attn.qkv.weight" not in message and "model.blocks.2." in message
     assert "--allow-partial-load" in message
     partial = [str(deeper), str(run / "epoch_1.pth"), "--work-dir", str(tmp_path / "t2"), "--allow-partial-load"]
-    tools_test.main([*partial, "--cpu"])
+    tools_test.main([*partial, "--cpu", "--cfg-options", "experiment_name=partial"])  # its own log file
     log = "\n".join(p.read_text() for p in (tmp_path / "t2").rglob("*.log"))
     assert "partial load (allow_partial)" in log and "accuracy/top1" in log
 
