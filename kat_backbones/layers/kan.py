@@ -48,7 +48,9 @@ class KAN(nn.Module):
     - ``'fused'``: where the layer is given its pre-norm (:meth:`forward_with_norm`, called by
       :class:`kat_backbones.layers.KANBlock`), LayerNorm + act1 run as one autograd node on the compiled op that
       keeps only the LayerNorm input for backward (the LayerNorm is recomputed there): KAT then keeps no more
-      activations than a ViT. Bitwise the unfused gradients. The rest is unfused.
+      activations than a ViT. Bitwise the unfused outputs and gradients. The rest is unfused, and so is all of
+      it without autograd (``torch.no_grad()``: nothing is saved, and module hooks such as the FLOP counter's see
+      every submodule).
     - ``'triton'``: the whole layer in Triton kernels (LayerNorm + act1 in one pass, act2 in fc1's GEMM epilogue,
       act1/act2 outputs recomputed in backward, deterministic coefficient gradients); needs Triton and a CUDA
       tensor (CPU tensors only under ``TRITON_INTERPRET=1``), dropout inactive and no hidden ``norm``; elsewhere it
@@ -159,7 +161,7 @@ class KAN(nn.Module):
         path = self._path(x, norm)
         if path == "triton":
             return self._forward_triton(x, norm)
-        if path == "fused":
+        if path == "fused" and torch.is_grad_enabled():  # without autograd there is nothing to save: unfused
             num, den = self.act1.coefficients(x.dtype)
             return self._forward_after_act1(layer_norm_rational(x, norm.weight, norm.bias, norm.eps, num, den))
         return self.forward(norm(x))
