@@ -181,7 +181,7 @@ def test_triton_coefficient_gradients_deterministic():
 
 @needs_triton
 def test_triton_matmul_rational_edges_and_bad_shapes():
-    """Ragged tiles (M, N, K not multiples of the tile) and a mismatched inner dimension."""
+    """Ragged tiles (M, N, K not multiples of the tile), split-K, the prologue, a mismatched inner dimension."""
     torch.manual_seed(0)
     dev = TRITON_DEVICE
     a, b = torch.randn(19, 21, device=dev), torch.randn(21, 40, device=dev)
@@ -191,6 +191,11 @@ def test_triton_matmul_rational_edges_and_bad_shapes():
 
     torch.testing.assert_close(z, a @ b, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out, group_rational_reference(a @ b, num, den), rtol=1e-5, atol=1e-5)
+    # a long K without epilogue runs split-K (slabs added in order); and the F(b) prologue
+    a2, b2 = torch.randn(9, 100, device=dev), torch.randn(100, 40, device=dev)
+    torch.testing.assert_close(tk.matmul_rational(a2, b2)[0], a2 @ b2, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(tk.matmul_rational(a2, b2, numerator=num, denominator=den, prologue=True)[0],
+                               a2 @ group_rational_reference(b2, num, den), rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="matmul_rational"):
         tk.matmul_rational(a, b[:20])
 

@@ -65,8 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _variants(args: argparse.Namespace) -> dict[str, tuple[str, dict]]:
     """label -> (timm model name, create_model kwargs): the KAT variants (one per kan_impl), then the ViT."""
-    kats = {args.kat if len(args.kan_impl) == 1 else f"{args.kat}[{impl}]": (args.kat, {"kan_impl": impl})
-            for impl in args.kan_impl}
+    # 'auto' is the models' default: not passed, so the tool also measures checkouts that predate kan_impl
+    kats = {args.kat if len(args.kan_impl) == 1 else f"{args.kat}[{impl}]":
+            (args.kat, {"kan_impl": impl} if impl != "auto" else {}) for impl in args.kan_impl}
     return {**kats, args.vit: (args.vit, {})}
 
 

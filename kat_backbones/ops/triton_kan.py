@@ -324,7 +324,7 @@ _EPI_NONE, _EPI_ACT, _EPI_DACT = 0, 1, 2
 
 @triton.jit
 def _matmul_rational_kernel(
-    A, B, OUT, BIAS, NUM, DEN, Z, ZOUT, PART, M, N, K, GS,
+    A, B, OUT, BIAS, NUM, DEN, Z, ZOUT, PART, M, N, K, GS, K_SPLIT, s_split,
     s_am, s_ak, s_bk, s_bn, s_om, s_on, s_zm, s_zn,
     HAS_BIAS: tl.constexpr, PROLOGUE: tl.constexpr, EPILOGUE: tl.constexpr, WRITE_Z: tl.constexpr,
     TILE_IN_GROUP: tl.constexpr, M_ORD: tl.constexpr, N_ORD: tl.constexpr, SHARED: tl.constexpr,
@@ -352,10 +352,14 @@ def _matmul_rational_kernel(
         acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float64)
     else:
         acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
-    a_ptr = A + rm.to(tl.int64)[:, None] * s_am + rk[None, :] * s_ak
-    b_ptr = B + rk.to(tl.int64)[:, None] * s_bk + rn[None, :] * s_bn
-    for k0 in range(0, K, BLOCK_K):
-        kmask = (k0 + rk) < K
+    # split-K (program_id(1)): this program adds K range [k_lo, k_hi) into its own output slab
+    k_lo = tl.program_id(1) * K_SPLIT
+    k_hi = min(k_lo + K_SPLIT, K)
+    a_ptr = A + rm.to(tl.int64)[:, None] * s_am + (k_lo + rk).to(tl.int64)[None, :] * s_ak
+    b_ptr = B + (k_lo + rk).to(tl.int64)[:, None] * s_bk + rn[None, :] * s_bn
+    OUT += tl.program_id(1).to(tl.int64) * s_split
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        kmask = (k0 + rk) < k_hi
         a = tl.load(a_ptr, mask=mmask[:, None] & kmask[None, :], other=0.0)
         bmask = kmask[:, None] & nm2
         b = tl.load(b_ptr, mask=bmask, other=0.0)
@@ -472,29 +476,46 @@ def matmul_rational(
     else:
         groups, m_ord, n_ord, shared, gs = 1, 0, 0, True, n
         numerator = denominator = a  # unused pointers
-    cfg = _mm_config(m, n, k, a.dtype, gs if rational else None)
-    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    in_group = rational and gs % bn == 0
-    kp = triton.next_power_of_2(m_ord + 1 + n_ord)
-    out = torch.empty((m, n), dtype=a.dtype, device=a.device)
-    zout = torch.empty((m, n), dtype=a.dtype, device=a.device) if write_z else out
     epi = {"none": _EPI_NONE, "act": _EPI_ACT, "dact": _EPI_DACT}[epilogue]
+    # dact reduces coefficient partials per tile: tiles inside one rational group keep that workspace small
+    cfg = _mm_config(m, n, k, a.dtype, gs if epi == _EPI_DACT else None)
+    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
+    in_group = epi == _EPI_DACT and gs % bn == 0
+    kp = triton.next_power_of_2(m_ord + 1 + n_ord)
     pm, pn = triton.cdiv(m, bm), triton.cdiv(n, bn)
+    # Split-K for a long K over few output tiles (the weight gradients: K = tokens): enough programs for a GPU
+    # (~2 per SM of a large one); the slabs are added by torch.sum in slab order. Depends on the shape only.
+    splits = 1
+    if epi == _EPI_NONE and bias is None and not interpreting():
+        splits = max(1, min(triton.cdiv(264, pm * pn), k // (8 * bk)))
+    elif epi == _EPI_NONE and bias is None:
+        splits = max(1, min(2, k // (2 * bk)))  # exercised by the interpreter tests
+    k_split = max(bk, triton.cdiv(triton.cdiv(k, splits), bk) * bk)
+    splits = max(1, triton.cdiv(k, k_split))
+    if splits > 1:
+        slabs = torch.empty((splits, m, n), dtype=_math_dtype(a.dtype), device=a.device)
+        out = slabs[0]
+    else:
+        slabs = None
+        out = torch.empty((m, n), dtype=a.dtype, device=a.device)
+    zout = torch.empty((m, n), dtype=a.dtype, device=a.device) if write_z else out
     part = None
     if epi == _EPI_DACT:
         shape = (pm, pn, kp) if in_group else (pm, kp, n)
         part = torch.zeros(shape, dtype=_math_dtype(a.dtype), device=a.device)
     zin = z if z is not None else out
     if m and n:
-        _matmul_rational_kernel[(pm * pn,)](
+        _matmul_rational_kernel[(pm * pn, splits)](
             a, b, out, bias if bias is not None else out, numerator, denominator, zin, zout,
-            part if part is not None else out, m, n, k, gs,
+            part if part is not None else out, m, n, k, gs, k_split, m * n,
             a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1),
             zin.stride(0), zin.stride(1),
             HAS_BIAS=bias is not None, PROLOGUE=prologue, EPILOGUE=epi, WRITE_Z=write_z, TILE_IN_GROUP=in_group,
             M_ORD=m_ord, N_ORD=n_ord, SHARED=shared, IS64=a.dtype == torch.float64, PREC=_precision(a.dtype), KP=kp,
             UPCAST_DOT=interpreting() and a.dtype in (torch.float16, torch.bfloat16), **cfg,
         )
+    if slabs is not None:
+        out = slabs.sum(0).to(a.dtype)
     coef = None
     if part is not None:
         k_all = m_ord + 1 + n_ord
