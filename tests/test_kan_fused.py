@@ -15,8 +15,8 @@ import torch
 from timm.models.vision_transformer import Block
 
 import kat_backbones  # noqa: F401  (registers the models)
-from kat_backbones.layers import KAN, KANBlock
 from kat_backbones.apps.memory import saved_tensor_bytes
+from kat_backbones.layers import KAN, KANBlock
 from kat_backbones.ops import available_backends
 from tests.conftest import RTOL
 
