@@ -198,7 +198,7 @@ class KAN(nn.Module):
             return "unfused"
         pre_norm = norm is not None and (
             type(norm) in _FUSABLE_NORMS and norm.weight is not None and norm.bias is not None
-            and tuple(norm.normalized_shape) == (x.shape[-1],)
+            and tuple(norm.normalized_shape) == (x.shape[-1],) and not getattr(norm, "fast_norm", False)
         )
         if self.kan_impl == "triton":
             active_dropout = self.training and (self.drop1.p > 0 or self.drop2.p > 0)
@@ -219,7 +219,8 @@ class KAN(nn.Module):
 
 
 def _fusable_norms() -> tuple[type, ...]:
-    # timm's LayerNorm subclasses nn.LayerNorm with the same math (its fast-norm option computes the same function)
+    # timm's LayerNorm subclasses nn.LayerNorm with the same math (except with its fast-norm option, which may run in
+    # the autocast dtype: such norms are not fused)
     from timm.layers import LayerNorm
 
     return (nn.LayerNorm, LayerNorm)
