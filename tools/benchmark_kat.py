@@ -9,9 +9,9 @@
 timed against the same ViT and all ratios are printed. Batch-1 inference: eval mode, no_grad, one image, the
 models interleaved like the train steps (``--infer-steps 0`` skips it).
 
-One train step = forward, cross-entropy loss, backward, AdamW step, zero_grad. Time: the two models' steps are
-interleaved (A B A B ...) after warm-up, so load from other processes hits both alike; the median per model and the
-ratio KAT / ViT are printed. On a busy machine use ``--threads 1 --timer proc`` (CPU time of this process).
+One train step = forward, cross-entropy loss, backward, AdamW step, zero_grad. Time: the models' steps are
+interleaved (A B, B A, A B ...) after warm-up, so load from other processes hits both alike; the median per model
+and the ratio KAT / ViT are printed. On a busy machine use ``--threads 1 --timer proc`` (CPU time of this process).
 
 On CUDA each step is timed between synchronisations and peak memory is torch.cuda.max_memory_allocated() over two
 train steps, minus the memory allocated after building (parameters + inputs).
@@ -189,10 +189,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _interleaved(runs: dict[str, Callable[[], None]], steps: int, clock: Callable[[], float]) -> dict[str, list]:
-    """Seconds per call of each run, the runs alternating (A B C A B C ...) so background load hits all alike."""
+    """Seconds per call of each run, the runs alternating so background load hits all alike; the order is reversed
+    every other round (A B C, C B A, ...) so that no run always follows the same one (cache effects)."""
     times: dict[str, list[float]] = {label: [] for label in runs}
-    for _ in range(steps):
-        for label, run in runs.items():
+    for i in range(steps):
+        for label, run in (runs.items() if i % 2 == 0 else reversed(runs.items())):
             start = clock()
             run()
             times[label].append(clock() - start)
