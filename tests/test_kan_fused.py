@@ -260,12 +260,16 @@ def test_kat_tiny_activation_memory_not_above_vit():
 def test_kan_impl_validated_and_falls_back():
     with pytest.raises(ValueError, match="kan_impl"):
         KAN(16, 32, num_groups=4, kan_impl="fast")
-    # a pre-norm that is not a LayerNorm, or a timm block with scale_mlp_norm: runs unfused, same result
+    # a pre-norm that is not a LayerNorm runs unfused; a timm block with scale_mlp_norm gives timm's result
     kan = KAN(16, 32, num_groups=4)
     x = torch.randn(3, 16)
     rms = torch.nn.RMSNorm(16)
     assert kan._path(x, rms) == "unfused"
     torch.testing.assert_close(kan.forward_with_norm(x, rms), kan(rms(x)))
+    # 'triton' with active dropout cannot fuse: it warns and runs as 'fused'
+    drop = KAN(16, 32, num_groups=4, kan_impl="triton", drop=0.1).train()
+    with pytest.warns(RuntimeWarning, match="runs as 'fused'"):
+        assert drop._path(x, torch.nn.LayerNorm(16)) in ("fused", "unfused")
     block = KANBlock(dim=16, num_heads=2, mlp_layer=KAN, scale_mlp_norm=True)
     ref = Block(dim=16, num_heads=2, mlp_layer=KAN, scale_mlp_norm=True)
     ref.load_state_dict(block.state_dict())
