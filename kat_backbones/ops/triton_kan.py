@@ -2,8 +2,9 @@
 
 Every rational here is THE group-rational formula of :mod:`kat_backbones.ops.reference` (``Q >= 1``, ``sign(0) = +1``
 in ``dQ/dx`` and for ``sign(b_j)``, like the compiled kernels), computed in float32 (float64 for float64 tensors)
-by Horner's rule (direct evaluation: in float32 with orders (5, 4), P and Q overflow for |x| of order 1e8 and the
-result is NaN there). Channel ``c`` of a rational uses group ``c // (C / G)``. Kernels:
+by Horner's rule (direct evaluation: in float32 with orders (5, 4), P and Q overflow for |x| beyond ~5e7 and the
+result is NaN there; the compiled op's large-|x| evaluation, csrc/group_rational_large_x.h, is not mirrored here).
+Channel ``c`` of a rational uses group ``c // (C / G)``. Kernels:
 
 - :func:`ln_rational_fwd` -- per token: LayerNorm, then a rational, in one pass: ``h = F(LN(x))`` (+ mean, rstd).
 - :func:`ln_rational_bwd` -- recomputes ``LN(x)`` and the rational from ``x``, mean and rstd (nothing else is kept
