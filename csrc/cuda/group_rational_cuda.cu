@@ -1,10 +1,11 @@
 // CUDA kernels of the group-rational op.
 //
 // Grid: (chunks, G). Block (c, g) handles chunk c of group g's virtual index space (see group_rational.h), so each
-// thread keeps one group's coefficients in registers. 16-byte vector loads/stores where the span and the pointers
-// allow, fp32 math for float16/bfloat16 (float64 for float64), int64 indexing. Coefficient gradients use a
-// deterministic two-stage reduction: every block writes its partial sums (warp shuffles, then warps in order) to a
-// workspace, and a second kernel (one block per coefficient) adds them in a fixed order. No atomics anywhere.
+// thread keeps one group's coefficients in registers (read from the coefficient tensors: no per-call packed copy).
+// 16-byte vector loads/stores where the span and the pointers allow, fp32 math for float16/bfloat16 (float64 for
+// float64), int64 indexing. Coefficient gradients use a deterministic two-stage reduction: every block writes its
+// partial sums (warp shuffles, then warps in order) to a workspace, and a second kernel (one block per coefficient)
+// adds them in a fixed order. No atomics anywhere.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -35,18 +36,21 @@ __device__ __forceinline__ T absv(T v) {
   return v < T(0) ? -v : v;
 }
 
-// Coefficients of one group in registers: c[0..m] = a_i, c[m+1..m+n] = |b_j|.
+// Coefficients of one group in registers: c[0..m] = a_i, c[m+1..m+n] = |b_j|, read straight from the numerator
+// (row g, or row 0 when shared) and denominator (row g) tensors: no packed copy is made per call.
 template <int M_, int N_, typename T>
 struct GroupCoeffs {
   static constexpr int kK = (M_ >= 0 && N_ >= 0) ? M_ + 1 + N_ : kMaxK;
   T c[kK];
   int m, n;
-  __device__ __forceinline__ GroupCoeffs(const T* __restrict__ packed, int64_t g, int m_rt, int n_rt) {
+  __device__ __forceinline__ GroupCoeffs(const T* __restrict__ num, const T* __restrict__ den, bool shared,
+                                         int64_t g, int m_rt, int n_rt) {
     m = M_ >= 0 ? M_ : m_rt;
     n = N_ >= 0 ? N_ : n_rt;
-    const int K = m + 1 + n;
+    const T* a = num + (shared ? 0 : g * (m + 1));
+    const T* b = den + g * n;
 #pragma unroll
-    for (int k = 0; k < kK; ++k) c[k] = k < K ? packed[g * K + k] : T(0);
+    for (int k = 0; k < kK; ++k) c[k] = k <= m ? a[k] : (k <= m + n ? absv(b[k - m - 1]) : T(0));
   }
   __device__ __forceinline__ void pq(T x, T ax, T& p, T& q) const {
     p = c[m];
@@ -71,15 +75,17 @@ __device__ __forceinline__ int64_t piece_offset(int64_t v, int64_t span, int64_t
 
 template <typename scalar_t, int VEC, int M_, int N_>
 __global__ void __launch_bounds__(kThreads) group_rational_fwd_kernel(
-    const scalar_t* __restrict__ x, scalar_t* __restrict__ y, const at::opmath_type<scalar_t>* __restrict__ packed,
-    int64_t span, int64_t groups, int64_t group_numel, int64_t chunk, int m, int n) {
+    const scalar_t* __restrict__ x, scalar_t* __restrict__ y, const at::opmath_type<scalar_t>* __restrict__ num,
+    const at::opmath_type<scalar_t>* __restrict__ den, bool shared, int64_t span, int64_t groups,
+    int64_t group_numel, int64_t chunk, int m, int n) {
   using T = at::opmath_type<scalar_t>;
   using P = Pack<scalar_t, VEC>;
+  constexpr int kK = GroupCoeffs<M_, N_, T>::kK;
   const int64_t g = blockIdx.y;
-  const GroupCoeffs<M_, N_, T> cf(packed, g, m, n);
-  // Large |x|: evaluation in 1/x (group_rational_large_x.h), coefficients read from the packed row.
+  const GroupCoeffs<M_, N_, T> cf(num, den, shared, g, m, n);
+  // Large |x|: evaluation in 1/x (group_rational_large_x.h), on a copy of the register coefficients made only in
+  // that (rare) branch, so that cf.c stays in registers.
   const T big = large_x_threshold<T>(cf.m, cf.n);
-  const T* row = packed + g * (cf.m + 1 + cf.n);
   const int64_t lo = static_cast<int64_t>(blockIdx.x) * chunk;
   const int64_t hi = ::min(lo + chunk, group_numel);
   for (int64_t v = lo + static_cast<int64_t>(threadIdx.x) * VEC; v < hi; v += static_cast<int64_t>(kThreads) * VEC) {
@@ -93,7 +99,12 @@ __global__ void __launch_bounds__(kThreads) group_rational_fwd_kernel(
       T p, q;
       cf.pq(xv, ax, p, q);
       T f = p / q;
-      if (ax > big) f = rational_large_x(xv, row, cf.m, row + cf.m + 1, cf.n);
+      if (ax > big) {
+        T row[kK];
+#pragma unroll
+        for (int k = 0; k < kK; ++k) row[k] = cf.c[k];
+        f = rational_large_x(xv, row, cf.m, row + cf.m + 1, cf.n);
+      }
       out.v[k] = static_cast<scalar_t>(f);
     }
     *reinterpret_cast<P*>(y + off) = out;
@@ -103,16 +114,16 @@ __global__ void __launch_bounds__(kThreads) group_rational_fwd_kernel(
 template <typename scalar_t, int VEC, int M_, int N_, bool kDx, bool kCoef>
 __global__ void __launch_bounds__(kThreads) group_rational_bwd_kernel(
     const scalar_t* __restrict__ grad, const scalar_t* __restrict__ x, scalar_t* __restrict__ dx,
-    const at::opmath_type<scalar_t>* __restrict__ packed, at::opmath_type<scalar_t>* __restrict__ partial,
-    int64_t span, int64_t groups, int64_t group_numel, int64_t chunk, int m, int n) {
+    const at::opmath_type<scalar_t>* __restrict__ num, const at::opmath_type<scalar_t>* __restrict__ den,
+    bool shared, at::opmath_type<scalar_t>* __restrict__ partial, int64_t span, int64_t groups, int64_t group_numel,
+    int64_t chunk, int m, int n) {
   using T = at::opmath_type<scalar_t>;
   using P = Pack<scalar_t, VEC>;
   constexpr int kK = GroupCoeffs<M_, N_, T>::kK;
   const int64_t g = blockIdx.y;
-  const GroupCoeffs<M_, N_, T> cf(packed, g, m, n);
+  const GroupCoeffs<M_, N_, T> cf(num, den, shared, g, m, n);
   const int M = cf.m, N = cf.n, K = M + 1 + N;
   const T big = large_x_threshold<T>(M, N);
-  const T* row = packed + g * K;
   T acc[kK];
 #pragma unroll
   for (int k = 0; k < kK; ++k) acc[k] = T(0);
@@ -129,6 +140,9 @@ __global__ void __launch_bounds__(kThreads) group_rational_bwd_kernel(
       const T xv = static_cast<T>(xin.v[e]);
       const T ax = absv(xv);
       if (ax > big) {  // evaluation in 1/x (group_rational_large_x.h); practically never taken
+        T row[kK];
+#pragma unroll
+        for (int k = 0; k < kK; ++k) row[k] = cf.c[k];
         T coef[kMaxK];
         const T d = rational_large_x_backward(static_cast<T>(gin.v[e]), xv, row, M, row + M + 1, N,
                                               kCoef ? coef : nullptr);
@@ -241,11 +255,9 @@ __global__ void __launch_bounds__(kReduceThreads) group_rational_coef_reduce_ker
   }
 }
 
-// Coefficients packed per group in math precision: [a_0..a_m, |b_1|..|b_n|], shape (G, m + 1 + n).
-at::Tensor pack_coeffs(const at::Tensor& num, const at::Tensor& den, const RationalLayout& l, at::ScalarType math) {
-  const at::Tensor rows = num.expand({l.groups, l.m + 1});
-  return at::cat({rows, den.abs()}, 1).to(math).contiguous();
-}
+// A coefficient tensor as the kernels read it: contiguous, in math precision. A no-op (no copy, no kernel) in the
+// usual cases (float32 coefficients for float32 / float16 / bfloat16 x, float64 for float64 x).
+at::Tensor math_coeffs(const at::Tensor& t, at::ScalarType math) { return t.to(math).contiguous(); }
 
 template <typename scalar_t>
 int vec_width(const RationalLayout& l, std::initializer_list<const void*> ptrs) {
@@ -292,15 +304,16 @@ at::Tensor group_rational_fwd_cuda(const at::Tensor& x_in, const at::Tensor& num
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_rational_fwd_cuda", [&] {
     using T = at::opmath_type<scalar_t>;
-    const at::Tensor packed = pack_coeffs(num_in, den_in, l, c10::CppTypeToScalarType<T>::value);
+    const at::Tensor num = math_coeffs(num_in, c10::CppTypeToScalarType<T>::value);
+    const at::Tensor den = math_coeffs(den_in, c10::CppTypeToScalarType<T>::value);
     const int vec = vec_width<scalar_t>(l, {x.const_data_ptr(), y.const_data_ptr()});
     dispatch_orders(l, [&](auto M, auto N) {
       dispatch_vec<scalar_t>(vec, [&](auto V) {
         {
           group_rational_fwd_kernel<scalar_t, decltype(V)::value, decltype(M)::value, decltype(N)::value>
               <<<grid, kThreads, 0, stream>>>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
-                                              packed.const_data_ptr<T>(), l.span, l.groups, l.group_numel(), chunk,
-                                              l.m, l.n);
+                                              num.const_data_ptr<T>(), den.const_data_ptr<T>(), l.shared_numerator,
+                                              l.span, l.groups, l.group_numel(), chunk, l.m, l.n);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       });
@@ -337,7 +350,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_rational_bwd_cuda(const at:
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_rational_bwd_cuda", [&] {
     using T = at::opmath_type<scalar_t>;
     const at::ScalarType math = c10::CppTypeToScalarType<T>::value;
-    const at::Tensor packed = pack_coeffs(num, den, l, math);
+    const at::Tensor num_m = math_coeffs(num, math), den_m = math_coeffs(den, math);
     at::Tensor partial = need_coef ? at::empty({static_cast<int64_t>(grid.x) * grid.y * K}, x.options().dtype(math))
                                    : at::empty({0}, x.options().dtype(math));
     const int vec = vec_width<scalar_t>(l, {x.const_data_ptr(), grad.const_data_ptr(),
@@ -349,7 +362,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_rational_bwd_cuda(const at:
           auto launch = [&](auto kernel) {
             kernel<<<grid, kThreads, 0, stream>>>(grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
                                                   mask[0] ? dx.mutable_data_ptr<scalar_t>() : nullptr,
-                                                  packed.const_data_ptr<T>(),
+                                                  num_m.const_data_ptr<T>(), den_m.const_data_ptr<T>(),
+                                                  l.shared_numerator,
                                                   need_coef ? partial.mutable_data_ptr<T>() : nullptr, l.span,
                                                   l.groups, l.group_numel(), chunk, l.m, l.n);
             C10_CUDA_KERNEL_LAUNCH_CHECK();

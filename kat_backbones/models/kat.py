@@ -32,7 +32,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
-from kat_backbones.layers import KAN, kan_init_
+from kat_backbones.layers import KAN, KANBlock, kan_init_
 
 from .karat import AttnType, KArAtVisionTransformer
 from .pretrained import released_pretrained_cfgs, resolve_pretrained_file
@@ -47,7 +47,7 @@ KAT_ARCHS: dict[str, dict[str, int]] = {
 """ViT-Ti/S/B sizes of KAT-T/S/B: the one architecture table of the timm models and of the dense backbone
 (:class:`kat_backbones.models.dense.KATDense`, ``arch='tiny'`` ...). Keys are timm's VisionTransformer arguments."""
 
-_KAN_ARGS = ("act_init", "kan_init", "num_groups", "rational_order", "shared_numerator")
+_KAN_ARGS = ("act_init", "kan_init", "num_groups", "rational_order", "shared_numerator", "kan_impl")
 """Arguments of :func:`create_kat` that go to every :class:`~kat_backbones.layers.KAN` (their defaults are KAN's)."""
 
 
@@ -100,7 +100,8 @@ def create_kat(
             unless the environment variable ``KAT_BACKBONES_CHECK_HASH=0``.
         **kwargs: :class:`~kat_backbones.layers.KAN` arguments for every block's MLP (``act_init``: initial function
             of act2, ``'swish'``, ``'gelu'`` ...; ``kan_init``: ``'variance_preserving'`` or ``'reference'``;
-            ``num_groups``; ``rational_order``; ``shared_numerator``; defaults: KAN's), VisionTransformer arguments
+            ``num_groups``; ``rational_order``; ``shared_numerator``; ``kan_impl``: ``'auto'``, ``'unfused'``,
+            ``'fused'`` or ``'triton'``; defaults: KAN's), VisionTransformer arguments
             (``img_size``, ``drop_path_rate``, ``num_classes``, ...) and timm builder arguments (``features_only``,
             ``out_indices``, ...).
     """
@@ -131,6 +132,8 @@ def create_kat(
             kwargs["pretrained_cfg_overlay"] = {**overlay, "file": file}
     kan_kwargs = {k: kwargs.pop(k) for k in _KAN_ARGS if k in kwargs}
     kwargs.setdefault("mlp_layer", partial(KAN, **kan_kwargs))
+    # timm's Block, except that it hands the pre-MLP LayerNorm to the KAN, which fuses it with act1 (kan_impl)
+    kwargs.setdefault("block_fn", KANBlock)
     model = build_model_with_cfg(
         model_cls,
         variant,

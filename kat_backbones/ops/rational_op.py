@@ -18,7 +18,7 @@ import torch
 
 from .reference import group_rational_decomposed, group_rational_reference
 
-__all__ = ["group_rational", "available_backends", "extension_error"]
+__all__ = ["group_rational", "available_backends", "extension_error", "compiled_channel_dim"]
 
 try:
     from kat_backbones import _C  # noqa: F401  (loading the library registers torch.ops.kat_backbones.*)
@@ -148,6 +148,22 @@ def group_rational(
             "rebuild with nvcc available (or FORCE_CUDA=1): `pip install --no-build-isolation -e .`"
         )
     return torch.ops.kat_backbones.group_rational_fwd(x, numerator, denominator, dim)
+
+
+def compiled_channel_dim(
+    x: torch.Tensor, numerator: torch.Tensor, denominator: torch.Tensor, channel_dim: int
+) -> int | None:
+    """Checks the arguments like :func:`group_rational`; returns the non-negative channel dim when the compiled
+    kernel of x's device will run them, None when group_rational would fall back (or raise) instead.
+
+    For callers that validate once per configuration and then call ``torch.ops.kat_backbones.group_rational_fwd``
+    directly (:class:`kat_backbones.layers.GroupRational`): the per-call Python checks are the op's largest
+    overhead on small inputs.
+    """
+    dim = _check_args(x, numerator, denominator, channel_dim)
+    if _EXT_ERROR is not None or not _has_kernel(x.device.type.upper()):
+        return None
+    return dim
 
 
 if _EXT_ERROR is None:
