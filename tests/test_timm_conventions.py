@@ -324,3 +324,17 @@ except RuntimeError as err:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("OK"), result.stdout + result.stderr
+
+
+def test_kan_block_scripts_and_traces_like_timm_block():
+    """KANBlock keeps timm's Block.forward signature (no **kwargs, which TorchScript cannot compile) and gives
+    TorchScript and torch.fx the plain norm2 -> KAN graph, matching eager (which may fuse norm2 with act1)."""
+    from kat_backbones.layers import KAN, KANBlock
+
+    block = KANBlock(dim=16, num_heads=2, mlp_layer=KAN).train()
+    x = torch.randn(2, 5, 16)
+    ref = block(x, attn_mask=None, is_causal=False)
+    torch.testing.assert_close(torch.jit.script(block)(x), ref, rtol=1e-5, atol=1e-6)
+    traced = torch.fx.symbolic_trace(block)
+    assert "norm2.weight" in {n.target for n in traced.graph.nodes} and "layer_norm_rational" not in traced.code
+    torch.testing.assert_close(traced(x), ref, rtol=1e-5, atol=1e-6)

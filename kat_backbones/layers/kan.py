@@ -80,6 +80,9 @@ class KAN(nn.Module):
         dtype: parameter dtype. Defaults to None.
     """
 
+    # the eager path cache (keys hold devices and ids) is no TorchScript type; scripted KANs take the plain path
+    __jit_ignored_attributes__ = ["_paths"]
+
     def __init__(
         self,
         in_features: int,
@@ -152,8 +155,9 @@ class KAN(nn.Module):
             _init_linear(fc, std=math.sqrt(1.0 / (fan_in * act.second_moment())), truncated=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kan_impl == "triton" and self._path(x, None) == "triton":
-            return self._forward_triton(x, None)
+        if not torch.jit.is_scripting():  # TorchScript: the plain path (the Triton choice is eager-only)
+            if self.kan_impl == "triton" and self._path(x, None) == "triton":
+                return self._forward_triton(x, None)
         return self._forward_after_act1(self.act1(x))
 
     def forward_with_norm(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
