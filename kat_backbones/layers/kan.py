@@ -162,6 +162,8 @@ class KAN(nn.Module):
 
     def forward_with_norm(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
         """``self(norm(x))``, with ``norm`` (the block's pre-MLP LayerNorm) fused into act1 where possible."""
+        if torch.onnx.is_in_onnx_export():  # both exporters: the plain pair, whose op records standard ONNX ops
+            return self.forward(norm(x))
         path = self._path(x, norm)
         if path == "triton":
             return self._forward_triton(x, norm)
