@@ -41,6 +41,7 @@ import kat_backbones  # noqa: F401  (registers the kat_backbones scope and the K
 from kat_backbones.checkpoint import read_checkpoint, unwrap_state_dict
 from kat_backbones.convert import load_kat_weights
 from kat_backbones.mm.checkpoint import install_safe_checkpoint_loading
+from kat_backbones.mm.fault_tolerance import inner_dataset_cfg
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CLS_MIN_SIDE = 320
@@ -104,7 +105,7 @@ def _cfg_palette(cfg: Config, num_classes: int) -> list | None:
     """The palette of the config's test dataset (built with ``lazy_init``: no data read), if it has one that fits."""
     from mmengine.registry import DATASETS
 
-    dataset_cfg = dict(cfg.test_dataloader.dataset, lazy_init=True)
+    dataset_cfg = dict(inner_dataset_cfg(cfg.test_dataloader.dataset), lazy_init=True)
     try:
         palette = DATASETS.build(dataset_cfg).metainfo.get("palette")
     except (OSError, KeyError, ValueError, TypeError, AssertionError):  # a dataset that needs its files
@@ -218,7 +219,7 @@ def visualize_cls(cfg: Config, checkpoint: str, images: list[Path], outs: list[P
     load_kat_weights(model.model, state, strict=True)
     model.to(device).eval()
     classes = _cls_classes(cfg, ckpt, model.num_classes)
-    pipeline = Compose(cfg.test_dataloader.dataset.pipeline)
+    pipeline = Compose(inner_dataset_cfg(cfg.test_dataloader.dataset).pipeline)
     k = min(topk, model.num_classes)
     for image, out in zip(images, outs):
         sample = pipeline(dict(img_path=str(image), gt_label=-1))

@@ -24,7 +24,7 @@ from typing import Any
 
 from .width_check import check_widths
 
-__all__ = ["add_fault_tolerance", "close_run"]
+__all__ = ["add_fault_tolerance", "close_run", "inner_dataset_cfg"]
 
 _CHECKPOINT_HOOKS = ("CheckpointHook", "mmengine.CheckpointHook")
 
@@ -82,6 +82,17 @@ def add_fault_tolerance(cfg: Any, training: bool = True, allow_partial_load: boo
             loader["dataset"] = dict(type="kat_backbones.GuardedDataset", dataset=dataset)
             changes.append(f"{name}.dataset: wrapped in kat_backbones.GuardedDataset")
     return changes
+
+
+def inner_dataset_cfg(dataset_cfg: Any) -> Any:
+    """The dataset config a ``kat_backbones.GuardedDataset`` wraps (as is for any other dataset config).
+
+    The config a training run dumps into its work dir holds the wrapped loaders; tools that read a dataset's
+    ``pipeline`` or ``metainfo`` from such a config look through the wrapper with this.
+    """
+    while isinstance(dataset_cfg, dict) and _short(dataset_cfg.get("type")) == "GuardedDataset":
+        dataset_cfg = dataset_cfg["dataset"]
+    return dataset_cfg
 
 
 def close_run(runner: Any) -> None:
