@@ -1,5 +1,6 @@
-"""Classification through mmengine's Runner: the ImageFolder demo set, dataset + timm transforms, TimmClassifier (loss
-with mixup/cutmix, predict, ViT -> KAT checkpoint), the Accuracy metric, configs/imagenet and a tools/train.py run.
+"""Classification through mmengine's Runner: the ImageFolder demo set, mmpretrain's CustomDataset + timm transforms,
+TimmClassifier (loss with mixup/cutmix, predict, ViT -> KAT checkpoint), the Accuracy metric, configs/imagenet and a
+tools/train.py run.
 
 Everything runs on CPU at 32 px with a handful of images.
 """
@@ -7,6 +8,7 @@ Everything runs on CPU at 32 px with a handful of images.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ from mmengine.registry import DATASETS, METRICS, MODELS, init_default_scope  # n
 from kat_backbones.apps.demo_data.imagenet import CLASSES, make_imagenet_demo  # noqa: E402
 from kat_backbones.checkpoint import save_state_dict  # noqa: E402
 from kat_backbones.mm import convert_cfg_for_cpu  # noqa: E402
-from kat_backbones.mm.cls import ImageFolderDataset, TimmClassifier, TimmTransform  # noqa: E402
+from kat_backbones.mm.cls import TimmClassifier, TimmTransform  # noqa: E402
 from tests.mm_utils import single_thread_fixture  # noqa: E402, F401  (fixture: single_thread)
 from tools import make_demo_data, train  # noqa: E402
 
@@ -99,30 +101,36 @@ def test_make_demo_data_tool(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------- data
-def test_image_folder_dataset_and_timm_transform(cls_demo):
-    train_tf = dict(type="kat_backbones.TimmTransform", input_size=32, is_training=True,
-                    auto_augment="rand-m9-mstd0.5-inc1", interpolation="bicubic", re_prob=0.25, re_mode="pixel")
-    ds = DATASETS.build(dict(type="kat_backbones.ImageFolderDataset", data_root=str(cls_demo),
-                             data_prefix=dict(img_path="train"), pipeline=[train_tf]))
-    assert isinstance(ds, ImageFolderDataset) and len(ds) == 16
-    assert ds.metainfo["classes"] == tuple(sorted(CLASSES[:4]))  # sorted folder names
-    for i in (0, 15):
-        info = ds.get_data_info(i)
-        assert Path(info["img_path"]).parent.name == ds.metainfo["classes"][info["gt_label"]]
-    sample = ds[3]
-    assert set(sample) == {"inputs", "data_samples"}
-    assert sample["inputs"].shape == (3, 32, 32) and sample["inputs"].dtype == torch.float32
-    assert sample["data_samples"] == ds.get_data_info(3)["gt_label"]
+def test_config_dataset_is_mmpretrain_custom_dataset_with_timm_transform(cls_demo):
+    """configs/imagenet's dataset is mmpretrain's CustomDataset: on the demo set it lists every image of
+    <split>/<class>/ (classes = sorted folder names, files sorted per class, label = class position) and
+    TimmTransform turns its entries into normalised tensors with the integer label."""
+    from mmpretrain.datasets import CustomDataset
 
-    # fixed class order: only the listed folders, in that order
-    fixed = ImageFolderDataset(data_root=str(cls_demo), data_prefix=dict(img_path="val"),
-                               metainfo=dict(classes=("triangle", "disc")), pipeline=[])
-    assert fixed.metainfo["classes"] == ("triangle", "disc") and len(fixed) == 4
-    assert {Path(fixed.get_data_info(i)["img_path"]).parent.name for i in range(2)} == {"triangle"}
-    with pytest.raises(FileNotFoundError, match="missing"):
-        ImageFolderDataset(data_root=str(cls_demo), data_prefix=dict(img_path="val"), metainfo=dict(classes=["x"]))
-    with pytest.raises(FileNotFoundError):
-        ImageFolderDataset(data_root=str(cls_demo), data_prefix=dict(img_path="nope"))
+    cfg = Config.fromfile(str(CONFIG_DIR / "kat_t_demo.py"))
+    init_default_scope(cfg.default_scope)
+    for loader, split, count in (("train_dataloader", "train", 16), ("val_dataloader", "val", 8)):
+        dataset_cfg = cfg[loader].dataset
+        assert dataset_cfg.type == "mmpretrain.CustomDataset"
+        dataset_cfg.update(data_root=str(cls_demo))
+        for step in dataset_cfg.pipeline:
+            step.update(input_size=32)
+        ds = DATASETS.build(dataset_cfg)
+        assert isinstance(ds, CustomDataset) and len(ds) == count
+        classes = tuple(sorted(p.name for p in (cls_demo / split).iterdir()))
+        assert ds.metainfo["classes"] == classes == tuple(sorted(CLASSES[:4]))
+        expected = [(str(f), label) for label, name in enumerate(classes)
+                    for f in sorted((cls_demo / split / name).glob("*.JPEG"))]
+        assert [(ds.get_data_info(i)["img_path"], ds.get_data_info(i)["gt_label"]) for i in range(count)] == expected
+        sample = ds[3]
+        assert set(sample) == {"inputs", "data_samples"}
+        assert sample["inputs"].shape == (3, 32, 32) and sample["inputs"].dtype == torch.float32
+        assert sample["data_samples"] == expected[3][1] and isinstance(sample["data_samples"], int)
+
+    # a missing split folder is a clear error naming it
+    missing = dict(type="mmpretrain.CustomDataset", data_root=str(cls_demo), data_prefix=dict(img_path="nope"))
+    with pytest.raises(FileNotFoundError, match=re.escape(str(cls_demo / "nope"))):
+        DATASETS.build(missing)
 
 
 def test_timm_transform_eval_is_deterministic(cls_demo):

@@ -484,20 +484,21 @@ def test_resume_reports_changed_fields_finished_runs_and_moved_dirs(cls_run, tmp
 
 
 def test_corrupt_images_name_file_and_index(cls_data, coco_demo, tmp_path):
-    """A zero-byte and a truncated JPEG in the classification set (this project's dataset), a zero-byte COCO image
-    through mmdet's pipeline (mmcv's loader), in the main process and in a data worker: the error names the file and
-    the sample index."""
+    """A zero-byte and a truncated JPEG in the classification set (configs/imagenet's mmpretrain CustomDataset +
+    TimmTransform), a zero-byte COCO image through mmdet's pipeline (mmcv's loader), in the main process and in a data
+    worker: the error names the file and the sample index."""
     from mmdet.registry import DATASETS as MMDET_DATASETS
     from mmdet.utils import register_all_modules
+    from mmpretrain.datasets import CustomDataset
 
-    from kat_backbones.mm.cls.dataset import ImageFolderDataset, TimmTransform
+    from kat_backbones.mm.cls import TimmTransform
 
     root = tmp_path / "cls"
     shutil.copytree(cls_data, root)
     images = sorted((root / "train").rglob("*.*"))
     images[0].write_bytes(b"")
     images[1].write_bytes(images[1].read_bytes()[:200])
-    ds = ImageFolderDataset(
+    ds = CustomDataset(  # configs/imagenet's dataset and pipeline step
         data_root=str(root), data_prefix=dict(img_path="train"), pipeline=[TimmTransform(input_size=32)]
     )
     for idx in (0, 1):

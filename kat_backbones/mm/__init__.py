@@ -5,7 +5,7 @@ Imported by ``import kat_backbones`` when mmengine is installed; configs name th
 ``kat_backbones.LayerDecayOptimizerConstructor``, ``kat_backbones.Fp16CompressionHook``.
 """
 
-# cls: TimmClassifier, ImageFolderDataset, TimmTransform (metric: mmpretrain's Accuracy);
+# cls: TimmClassifier, TimmTransform (dataset: mmpretrain's CustomDataset; metric: mmpretrain's Accuracy);
 # checkpoint: safe loading of mmengine checkpoints (weights_only allow-list); hooks: NonFiniteLossHook, RNGStateHook;
 # fault tolerance (kat_backbones.mm.fault_tolerance): AtomicCheckpointHook, PreemptionHook, WorkDirLockHook,
 # ResumeCheckHook, CheckpointFitHook, DistRNGStateHook, GuardedDataset

@@ -1,7 +1,8 @@
 # KAT ImageNet-1k recipe (the KAT paper's, i.e. its reference implementation's timm recipe) through mmengine's Runner:
 # 300 epochs, global batch 1024 (8 GPUs x 128), AdamW lr 1e-3 wd 0.05, 5 linear warm-up epochs from lr 1e-5 then
 # cosine to 1e-5, RandAugment rand-m9-mstd0.5-inc1, mixup 0.8 / cutmix 1.0, label smoothing 0.1, random erasing
-# 0.25, AMP, EMA 0.9999, bicubic, eval crop_pct 0.875. Data: data/imagenet/{train,val}/<class>/*.JPEG.
+# 0.25, AMP, EMA 0.9999, bicubic, eval crop_pct 0.875. Data: data/imagenet/{train,val}/<class>/*.JPEG
+# through mmpretrain's CustomDataset (classes = sorted folder names) and timm's transforms (kat_backbones.TimmTransform)
 #
 #   python tools/train.py configs/imagenet/kat_t_in1k.py                      (one process; CPU: AMP off, see below)
 #   tools/dist_train.sh configs/imagenet/kat_t_in1k.py 8                      (8 GPUs x 128 = the reference batch)
@@ -47,7 +48,7 @@ train_dataloader = dict(
     drop_last=True,  # mixup/cutmix pair images within a batch: even, full batches
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
-        type='kat_backbones.ImageFolderDataset',
+        type='mmpretrain.CustomDataset',
         data_root=data_root,
         data_prefix=dict(img_path='train'),
         pipeline=train_pipeline))
@@ -59,7 +60,7 @@ val_dataloader = dict(
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type='kat_backbones.ImageFolderDataset',
+        type='mmpretrain.CustomDataset',
         data_root=data_root,
         data_prefix=dict(img_path='val'),
         test_mode=True,

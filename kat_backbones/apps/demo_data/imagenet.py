@@ -8,7 +8,7 @@
         val/disc/val_00000001.JPEG ...
         ...
 
-i.e. the layout of ``data/imagenet/{train,val}/<class>/`` that ``kat_backbones.ImageFolderDataset`` reads (class list =
+i.e. the layout of ``data/imagenet/{train,val}/<class>/`` that mmpretrain's ``CustomDataset`` reads (class list =
 sorted folder names), so every ImageNet config runs on it by pointing ``data_root`` at it and setting ``num_classes``.
 
 Each class is a shape with its own hue (jittered), drawn at a random position, scale and rotation on a muted,

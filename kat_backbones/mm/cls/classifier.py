@@ -2,9 +2,9 @@
 
 ``type='kat_backbones.TimmClassifier'`` builds the network from timm's registry by name, trains it with timm's
 Mixup/CutMix and soft-target / label-smoothing cross-entropy, and predicts class scores for mmpretrain's
-``Accuracy`` (``type='mmpretrain.Accuracy'``). Batches come from :class:`~kat_backbones.mm.cls.ImageFolderDataset`
-with the :class:`~kat_backbones.mm.cls.TimmTransform` pipeline (already normalised tensors) through
-:class:`ClsDataPreprocessor`.
+``Accuracy`` (``type='mmpretrain.Accuracy'``). Batches come from mmpretrain's ``CustomDataset``
+(``type='mmpretrain.CustomDataset'``) with the :class:`~kat_backbones.mm.cls.TimmTransform` pipeline (already
+normalised tensors) through :class:`ClsDataPreprocessor`.
 """
 
 from __future__ import annotations
