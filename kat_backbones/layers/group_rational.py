@@ -19,6 +19,17 @@ DEFAULT_ORDER = (5, 4)
 """Orders (m, n) of the released KAT rationals: numerator a0..a5, denominator b1..b4 (38 parameters at G = 8)."""
 
 
+def coefficients_for(
+    numerator: torch.Tensor, denominator: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(numerator, denominator) for an input of ``dtype``: cast to that dtype, except that a float16/bfloat16 input
+    keeps float32 coefficients (the kernels compute half inputs in float32)."""
+    half = dtype == torch.float16 or dtype == torch.bfloat16
+    if numerator.dtype != dtype and not (half and numerator.dtype == torch.float32):
+        numerator, denominator = numerator.to(dtype), denominator.to(dtype)
+    return numerator, denominator
+
+
 def apply_group_rational(
     x: torch.Tensor, numerator: torch.Tensor, denominator: torch.Tensor, channel_dim: int
 ) -> torch.Tensor:
@@ -31,9 +42,7 @@ def apply_group_rational(
     branch on Proxies), and eager / torch.compile / torch.export / ONNX export run the op wrapper
     :func:`kat_backbones.ops.group_rational` (argument checks, fallback, export translation).
     """
-    half = x.dtype == torch.float16 or x.dtype == torch.bfloat16
-    if numerator.dtype != x.dtype and not (half and numerator.dtype == torch.float32):
-        numerator, denominator = numerator.to(x.dtype), denominator.to(x.dtype)
+    numerator, denominator = coefficients_for(numerator, denominator, x.dtype)
     if torch.jit.is_scripting():
         return torch.ops.kat_backbones.group_rational_fwd(x, numerator, denominator, channel_dim % x.dim())
     return _group_rational_checked_once(x, numerator, denominator, channel_dim)
@@ -160,11 +169,7 @@ class GroupRational(nn.Module):
     def coefficients(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(numerator, denominator) for an input of ``dtype``: that dtype, except that float16/bfloat16 keep float32
         coefficients (as :func:`apply_group_rational` does); for the fused GR-KAN paths."""
-        num, den = self.weight_numerator, self.weight_denominator
-        half = dtype == torch.float16 or dtype == torch.bfloat16
-        if num.dtype != dtype and not (half and num.dtype == torch.float32):
-            num, den = num.to(dtype), den.to(dtype)
-        return num, den
+        return coefficients_for(self.weight_numerator, self.weight_denominator, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Applies F per channel group; coefficients follow x's dtype except that half x keeps float32 ones."""
